@@ -53,7 +53,13 @@ _BILL_ISSUES = [
     "my autopay failed in {month} and now i owe {amount}",
     "i got a late fee of {amount} in {month}",
 ]
-_BILL_ASKS = ["why is that?", "can you fix it?", "what happened?", "how do i get a refund?", "please explain."]
+_BILL_ASKS = [
+    "why is that?",
+    "can you fix it?",
+    "what happened?",
+    "how do i get a refund?",
+    "please explain.",
+]
 _PLANS = ["basic", "plus", "family", "unlimited", "fibre 500", "fibre 1000"]
 _FEATURES = [
     "international calls",
@@ -97,7 +103,9 @@ def _prompt_space(task: str) -> list[str]:
             if p != p2:
                 out.append(o + q.format(plan=p, plan2=p2, feature=f))
     elif task == "complaint":
-        for o, c, w, n, d, s in itertools.product(_OPENERS, _COMPLAINTS, _WAITS, _COUNTS, _DEVICES, _SYMPTOMS):
+        for o, c, w, n, d, s in itertools.product(
+            _OPENERS, _COMPLAINTS, _WAITS, _COUNTS, _DEVICES, _SYMPTOMS
+        ):
             out.append(o + c.format(wait=w, count=n, device=d, symptom=s))
     else:  # pragma: no cover - guarded by callers
         raise ValueError(f"unknown task type {task!r}")

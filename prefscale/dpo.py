@@ -54,8 +54,11 @@ def train_dpo(
         logging.getLogger(name).setLevel(logging.ERROR)
     model, tokenizer = load_policy(policy_dir, compute)
     tokenizer.padding_side = "right"
-    prompt_lengths = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True)) for p in pairs["prompt"].to_list()]
-    longest = max(prompt_lengths)
+    prompt_texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in pairs["prompt"].to_list()
+    ]
+    longest = max(len(ids) for ids in tokenizer(prompt_texts, add_special_tokens=False)["input_ids"])
     if longest >= settings.max_length:
         raise ValueError(
             f"dpo.max_length={settings.max_length} is not longer than the longest prompt ({longest} tokens)"

@@ -19,6 +19,7 @@ LEADERBOARD_SCHEMA = {
     "mean_adherence": pl.Float64,
     "mean_rubric_score": pl.Float64,
     "unfinished_rate": pl.Float64,
+    **{f"adherence_{p}": pl.Float64 for p in rubric.PREFERENCES},
 }
 ADHERENCE_SCHEMA = {"iteration": pl.Int32, "model": pl.String, "preference": pl.String, "rate": pl.Float64}
 
@@ -26,8 +27,7 @@ ADHERENCE_SCHEMA = {"iteration": pl.Int32, "model": pl.String, "preference": pl.
 def _triples(samples: pl.DataFrame) -> list[tuple[str, str, bool]]:
     s = samples.sort("prompt_id", "sample_idx")
     return [
-        (r, t, f == "stop")
-        for r, t, f in zip(s["response"], s["task_type"], s["finish_reason"], strict=True)
+        (r, t, f == "stop") for r, t, f in zip(s["response"], s["task_type"], s["finish_reason"], strict=True)
     ]
 
 
@@ -45,7 +45,10 @@ def evaluate(
     iteration: int,
     model: str,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(leaderboard row, adherence rows) for `samples` judged against `baseline` on the same prompts."""
+    """(leaderboard row, adherence rows) for `samples` judged against `baseline` on the same prompts.
+
+    The row also carries each preference's rate as an `adherence_<preference>` column.
+    """
     keys = ["prompt_id", "sample_idx"]
     if samples.select(keys).sort(keys).to_dicts() != baseline.select(keys).sort(keys).to_dicts():
         raise ValueError("evaluation samples and baseline samples cover different (prompt_id, sample_idx)")
@@ -66,6 +69,7 @@ def evaluate(
             "mean_adherence": [sum(rates.values()) / len(rates)],
             "mean_rubric_score": [sum(scores) / max(1, len(scores))],
             "unfinished_rate": [float((samples["finish_reason"] == "length").mean() or 0.0)],
+            **{f"adherence_{p}": [rate] for p, rate in rates.items()},
         },
         schema=LEADERBOARD_SCHEMA,
     )

@@ -55,7 +55,11 @@ def fit_label_model(
     proba = np.where(unlabelled, prior, proba)
     weights = lm.get_weights()
     lf_votes = [
-        ",".join(f"{name}={'high' if v == HIGH else 'low'}" for name, v in zip(lf_names, row, strict=True) if v != ABSTAIN)
+        ",".join(
+            f"{name}={'high' if v == HIGH else 'low'}"
+            for name, v in zip(lf_names, row, strict=True)
+            if v != ABSTAIN
+        )
         for row in L
     ]
     labels = pl.DataFrame(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ABSTAIN, LOW, HIGH = -1, 0, 1
 VOTE_DTYPE = pl.Int8
+
+
+_WORDS = r"[A-Za-z']+"
+_INLINE_FLAGS = re.compile(r"^\(\?[a-zA-Z-]+\)")  # a pattern that sets its own flags keeps them
+
+
+def _check_regex(v: str) -> str:
+    try:
+        pl.select(pl.lit("x").str.contains(v))
+    except Exception as e:  # polars raises ComputeError for bad patterns
+        raise ValueError(f"invalid regex {v!r}: {e}") from e
+    return v
 
 
 class _LFBase(BaseModel):
@@ -44,11 +57,7 @@ class RegexLF(_LFBase):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, v: str) -> str:
-        try:
-            pl.select(pl.lit("x").str.contains(v))
-        except Exception as e:  # polars raises ComputeError for bad patterns
-            raise ValueError(f"invalid regex {v!r}: {e}") from e
-        return v
+        return _check_regex(v)
 
 
 class ListFormatLF(_LFBase):
@@ -63,6 +72,11 @@ class OrderedLF(_LFBase):
 
     kind: Literal["ordered"] = "ordered"
     patterns: tuple[str, ...] = Field(min_length=2)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_regex(p) for p in v)
 
 
 class WordRatioLF(_LFBase):
@@ -91,14 +105,12 @@ LabelingFunction = Annotated[
     RegexLF | ListFormatLF | OrderedLF | WordRatioLF | LengthLF | FinishLF, Field(discriminator="kind")
 ]
 
-_WORDS = r"[A-Za-z']+"
-
 
 def _fires(lf: Any) -> pl.Expr:
     resp = pl.col("response")
     if isinstance(lf, RegexLF):
         src = pl.col(lf.field)
-        pat = lf.pattern if lf.pattern.startswith("(?") else f"(?i){lf.pattern}"
+        pat = lf.pattern if _INLINE_FLAGS.match(lf.pattern) else f"(?i){lf.pattern}"
         return src.str.count_matches(pat) >= lf.min_count
     if isinstance(lf, ListFormatLF):
         return resp.str.count_matches(r"(?m)^\s*(\d+[.)]|[-*•])\s+\w") >= lf.min_items
@@ -106,7 +118,7 @@ def _fires(lf: Any) -> pl.Expr:
         pat = "(?is)" + ".*?".join(f"(?:{p})" for p in lf.patterns)
         return resp.str.contains(pat)
     if isinstance(lf, WordRatioLF):
-        alt = "|".join(lf.words)
+        alt = "|".join(re.escape(w) for w in lf.words)
         hits = resp.str.count_matches(rf"(?i)\b(?:{alt})\b")
         total = resp.str.count_matches(_WORDS)
         return (total > 0) & (hits / total.cast(pl.Float64).clip(lower_bound=1) >= lf.min_ratio)
@@ -148,6 +160,8 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     needed = {"candidate_id", "response", "task_type"}
     if any(isinstance(lf, FinishLF) for lf in lfs):
         needed.add("finish_reason")
+    if any(isinstance(lf, RegexLF) and lf.field == "prompt" for lf in lfs):
+        needed.add("prompt")
     missing = needed - set(rows.columns)
     if missing:
         raise ValueError(f"labeling input lacks columns {sorted(missing)}")

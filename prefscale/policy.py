@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from transformers import (
 )
 
 from prefscale.compute import Compute
-from prefscale.recipe import EmbeddedModel
+from prefscale.recipe import EmbeddedModel, is_local_path
 
 PAD, BOS, END, USER, ASSISTANT = "<|pad|>", "<|bos|>", "<|end|>", "<|user|>", "<|assistant|>"
 SPECIAL_TOKENS = [PAD, BOS, END, USER, ASSISTANT]
@@ -178,7 +177,8 @@ def save_policy(model: Any, tokenizer: Any, out_dir: Path) -> None:
 def load_policy(model_dir: str | Path, compute: Compute, revision: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a model folder or hub id, in the compute's dtype, left-padded for generation."""
     ref = str(model_dir)
-    if isinstance(model_dir, Path) or os.path.isabs(ref) or ref.startswith("."):
+    if isinstance(model_dir, Path) or is_local_path(ref):
+        ref = str(Path(ref).expanduser())
         if not Path(ref).is_dir():
             raise FileNotFoundError(f"model folder not found: {ref}")
         if not (Path(ref) / "config.json").is_file():

@@ -49,13 +49,18 @@ class PolicyConfig(_Strict):
     def _model_given(self) -> PolicyConfig:
         if self.source == "pretrained" and not self.model:
             raise ValueError("policy.model is required when policy.source is 'pretrained'")
-        if self.source == "pretrained" and _looks_like_path(self.model) and not Path(self.model).exists():
+        if (
+            self.source == "pretrained"
+            and is_local_path(self.model)
+            and not Path(self.model).expanduser().exists()
+        ):
             raise ValueError(f"policy.model path does not exist: {self.model}")
         return self
 
 
-def _looks_like_path(ref: str | None) -> bool:
-    return bool(ref) and (ref.startswith(("/", "./", "../", "~")) or os.sep in ref and Path(ref).exists())
+def is_local_path(ref: str | None) -> bool:
+    """A model reference that names a local folder (absolute, ./, ../ or ~/), not a hub id like org/name."""
+    return bool(ref) and ref.startswith(("/", "./", "../", "~"))
 
 
 class DataConfig(_Strict):
@@ -86,7 +91,9 @@ class GenerationConfig(_Strict):
     @model_validator(mode="after")
     def _n(self) -> GenerationConfig:
         if self.num_candidates < 2:
-            raise ValueError(f"generation.num_candidates must be >= 2 to form pairs, got {self.num_candidates}")
+            raise ValueError(
+                f"generation.num_candidates must be >= 2 to form pairs, got {self.num_candidates}"
+            )
         return self
 
 
@@ -113,7 +120,9 @@ class RewardConfig(_Strict):
 
 class PairsConfig(_Strict):
     strategy: Literal["best_vs_worst"] = "best_vs_worst"
-    min_margin: float = Field(default=1e-6, ge=0, description="drop prompts whose best-worst margin is smaller")
+    min_margin: float = Field(
+        default=1e-6, ge=0, description="drop prompts whose best-worst margin is smaller"
+    )
     unfinished_is_worst: bool = Field(default=True, description="a sample cut at max_new_tokens ranks last")
 
 
@@ -184,7 +193,9 @@ def _format_errors(source: str, err: ValidationError) -> str:
 def parse_recipe(data: Any, source: str = "<dict>") -> Recipe:
     """Validate a recipe mapping; raise `RecipeError` naming every bad field."""
     if not isinstance(data, dict):
-        raise RecipeError(f"invalid recipe {source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise RecipeError(
+            f"invalid recipe {source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:

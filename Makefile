@@ -1,0 +1,70 @@
+# prefscale: `make run` (set up, run the embedded recipe end to end) and `make test` (set up, run the tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RECIPE ?= embedded
+PORT ?= 3000
+
+export PREFSCALE_HOME ?= $(CURDIR)/.prefscale
+export DAGSTER_HOME ?= $(PREFSCALE_HOME)/dagster
+export PREFSCALE_RECIPE := $(RECIPE)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_VERBOSITY := error
+export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
+export TOKENIZERS_PARALLELISM := false
+export MLFLOW_ENABLE_TELEMETRY := false
+export DO_NOT_TRACK := 1
+
+ITERATION_ASSETS := prompts,candidates,lf_votes,quality_labels,reward_scores,preference_pairs,dpo_checkpoint,eval_results
+DAGSTER := $(BIN)/dagster asset materialize -m definitions
+
+.PHONY: install run ui test lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and alone: the pinned CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/prefscale recipe validate $(RECIPE)
+	@start=$$(date +%s); set -e; \
+	$(DAGSTER) --select base_policy,eval_prompts,eval_baseline; \
+	for i in $$($(BIN)/prefscale recipe iterations $(RECIPE)); do \
+	  echo "== iteration $$i =="; \
+	  $(DAGSTER) --select $(ITERATION_ASSETS) --partition $$i; \
+	done; \
+	$(DAGSTER) --select 'group:warehouse'; \
+	echo "pipeline finished in $$(( $$(date +%s) - start )) s"
+	@echo
+	@$(BIN)/prefscale leaderboard
+
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(PREFSCALE_HOME) dbt/target dbt/logs

@@ -1,0 +1,1 @@
+"""Thin Dagster assets, one module per artifact; the work happens in `prefscale`."""

@@ -1,0 +1,108 @@
+"""`eval_baseline` and `eval_results`: held-out adherence, length, and rubric-judge win rate vs the base."""
+
+import dagster as dg
+
+from assets.checkpoints import DPO_CHECKPOINT
+from assets.partitions import ITERATIONS, iteration_of
+from assets.policy import BASE_POLICY
+from assets.prompts import EVAL_PROMPTS
+from prefscale.report import markdown_table
+from prefscale.storage import UNPARTITIONED, ArtifactRef
+from resources import ComputeResource, RecipeResource, StorageResource
+
+EVAL_BASELINE = dg.AssetKey("eval_baseline")
+EVAL_RESULTS = dg.AssetKey("eval_results")
+EVAL_SEED = 424242  # the same sampling seed for every model: differences come from the weights
+
+
+def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResource, compute: ComputeResource):
+    from prefscale.generation import sample_responses
+    from prefscale.policy import load_policy
+
+    r = recipe.load()
+    prompts = storage.store.read_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED)
+    model, tok = load_policy(policy.path, compute.resolve())
+    g = r.generation
+    return sample_responses(
+        model,
+        tok,
+        prompts,
+        r.evaluation.samples_per_prompt,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        batch_size=g.batch_size,
+        seed=EVAL_SEED,
+    )
+
+
+def _result(ref: ArtifactRef, row, adh, samples) -> dg.MaterializeResult:
+    rec = row.row(0, named=True)
+    return dg.MaterializeResult(
+        metadata={
+            "win_rate_vs_base": round(rec["win_rate"], 4),
+            "mean_adherence": round(rec["mean_adherence"], 4),
+            "avg_length": round(rec["avg_length"], 1),
+            "unfinished_rate": round(rec["unfinished_rate"], 4),
+            "n_total": rec["n_total"],
+            "adherence": dg.MetadataValue.md(markdown_table(adh.select("preference", "rate"))),
+            "sample": dg.MetadataValue.md(markdown_table(samples.head(5).select("prompt", "response"))),
+            "path": dg.MetadataValue.path(str(ref.path)),
+            "version": ref.version,
+        },
+        data_version=dg.DataVersion(ref.version),
+    )
+
+
+@dg.asset(
+    key=EVAL_BASELINE,
+    group_name="evaluation",
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+    pool="gpu",
+    deps=[BASE_POLICY, EVAL_PROMPTS],
+    description="The base policy's samples on the held-out prompts (the reference every checkpoint is judged "
+    "against) and its adherence: the leaderboard's iteration 0.",
+)
+def eval_baseline(
+    storage: StorageResource, recipe: RecipeResource, compute: ComputeResource
+) -> dg.MaterializeResult:
+    from prefscale.evaluation import evaluate
+
+    base = storage.store.current(BASE_POLICY.path[-1], UNPARTITIONED)
+    samples = _sample(base, storage, recipe, compute)
+    row, adh = evaluate(samples, samples, iteration=0, model=f"base_policy@{base.version}")
+    ref = storage.store.write_tables(
+        EVAL_BASELINE.path[-1], UNPARTITIONED, {"samples": samples, "results": row}
+    )
+    return _result(ref, row, adh, samples)
+
+
+@dg.asset(
+    key=EVAL_RESULTS,
+    group_name="evaluation",
+    kinds={"pytorch", "parquet"},
+    code_version="1",
+    partitions_def=ITERATIONS,
+    pool="gpu",
+    deps=[DPO_CHECKPOINT, EVAL_BASELINE, EVAL_PROMPTS],
+    description="The checkpoint's held-out samples judged by the SME rubric against the base's samples (win "
+    "rate), plus per-preference adherence and average length.",
+)
+def eval_results(
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    recipe: RecipeResource,
+    compute: ComputeResource,
+) -> dg.MaterializeResult:
+    from prefscale.evaluation import evaluate
+
+    r = recipe.load()
+    i = iteration_of(context, r.iterations)
+    store = storage.store
+    ckpt = store.current(DPO_CHECKPOINT.path[-1], str(i))
+    baseline = store.read_frame(EVAL_BASELINE.path[-1], UNPARTITIONED, "samples")
+    samples = _sample(ckpt, storage, recipe, compute)
+    row, adh = evaluate(samples, baseline, iteration=i, model=f"dpo_checkpoint[{i}]@{ckpt.version}")
+    ref = store.write_tables(EVAL_RESULTS.path[-1], str(i), {"samples": samples, "results": row})
+    return _result(ref, row, adh, samples)

@@ -1,0 +1,67 @@
+"""`prompts` (one disjoint shard per iteration) and `eval_prompts` (the fixed held-out split)."""
+
+import dagster as dg
+
+from assets.partitions import ITERATIONS, iteration_of
+from prefscale.prompts import build_pool, split_pool
+from prefscale.report import markdown_table
+from prefscale.storage import UNPARTITIONED
+from resources import RecipeResource, StorageResource
+
+PROMPTS = dg.AssetKey("prompts")
+EVAL_PROMPTS = dg.AssetKey("eval_prompts")
+
+
+def _summary(df) -> dict[str, object]:
+    counts = df.group_by("task_type").len().sort("task_type")
+    return {
+        "dagster/row_count": df.height,
+        "task_types": dg.MetadataValue.md(markdown_table(counts)),
+        "sample": dg.MetadataValue.md(markdown_table(df.head(5))),
+    }
+
+
+@dg.asset(
+    key=PROMPTS,
+    group_name="data",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    partitions_def=ITERATIONS,
+    description="This iteration's prompt shard: de-duplicated, disjoint from other shards and the held-out split.",
+    check_specs=[dg.AssetCheckSpec("disjoint_from_heldout", asset=PROMPTS, blocking=True)],
+)
+def prompts(
+    context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
+) -> dg.MaterializeResult:
+    r = recipe.load()
+    i = iteration_of(context, r.iterations)
+    splits = split_pool(build_pool(r.data, r.seed), r.data, r.iterations, r.seed)
+    shard = splits[str(i)]
+    overlap = shard.join(splits["heldout"], on="prompt_id", how="inner").height
+    ref = storage.store.write_frame(PROMPTS.path[-1], str(i), shard)
+    return dg.MaterializeResult(
+        metadata={**_summary(shard), "path": dg.MetadataValue.path(str(ref.path)), "version": ref.version},
+        data_version=dg.DataVersion(ref.version),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="disjoint_from_heldout", passed=overlap == 0, metadata={"overlap": overlap}
+            )
+        ],
+    )
+
+
+@dg.asset(
+    key=EVAL_PROMPTS,
+    group_name="data",
+    kinds={"polars", "parquet"},
+    code_version="1",
+    description="The fixed held-out evaluation prompts, never used for training.",
+)
+def eval_prompts(storage: StorageResource, recipe: RecipeResource) -> dg.MaterializeResult:
+    r = recipe.load()
+    heldout = split_pool(build_pool(r.data, r.seed), r.data, r.iterations, r.seed)["heldout"]
+    ref = storage.store.write_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED, heldout)
+    return dg.MaterializeResult(
+        metadata={**_summary(heldout), "path": dg.MetadataValue.path(str(ref.path)), "version": ref.version},
+        data_version=dg.DataVersion(ref.version),
+    )

@@ -1,0 +1,77 @@
+"""`prefscale` command line: recipes, the leaderboard, and (later) benchmarks and audits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefscale.recipe import RecipeError, load_recipe
+from prefscale.storage import default_home
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.recipe)
+    if args.action == "iterations":
+        print(" ".join(str(i) for i in range(1, recipe.iterations + 1)))
+    else:
+        print(
+            f"recipe {recipe.name!r} is valid: {recipe.iterations} iterations, "
+            f"{recipe.generation.num_candidates} candidates per prompt, "
+            f"{len(recipe.labeling.functions)} labeling functions, policy {recipe.policy.source}"
+        )
+    return 0
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from prefscale.report import text_table
+
+    db = Path(args.home or default_home()) / "warehouse.duckdb"
+    if not db.is_file():
+        print(f"error: no warehouse at {db}; run `make run` first", file=sys.stderr)
+        return 1
+    with duckdb.connect(str(db), read_only=True) as con:
+        board = con.sql(
+            "select iteration, judge, round(win_rate, 3) as win_rate, n_total, round(avg_length, 1) as avg_length, "
+            "round(mean_adherence, 3) as mean_adherence, round(adherence_gain, 3) as adherence_gain, "
+            "round(unfinished_rate, 3) as unfinished_rate from eval_leaderboard order by iteration"
+        ).pl()
+        adh = con.sql(
+            "pivot (select iteration, preference, round(rate, 2) as rate from eval_adherence) "
+            "on iteration using first(rate) order by preference"
+        ).pl()
+    print("eval_leaderboard (held-out prompts; win rate vs the base by the SME rubric judge)")
+    print(text_table(board))
+    print()
+    print("eval_adherence (share of held-out responses satisfying each SME preference, by iteration)")
+    print(text_table(adh.rename({c: f"iter {c}" for c in adh.columns if c != "preference"})))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prefscale", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("recipe", help="validate a recipe or list its iterations")
+    r.add_argument("action", choices=["validate", "iterations"])
+    r.add_argument("recipe", help="a recipe name from recipes/ or a YAML path")
+    r.set_defaults(func=_cmd_recipe)
+    lb = sub.add_parser("leaderboard", help="print eval_leaderboard and eval_adherence from the warehouse")
+    lb.add_argument("--home", help="PREFSCALE_HOME (default: $PREFSCALE_HOME or ./.prefscale)")
+    lb.set_defaults(func=_cmd_leaderboard)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Artifacts under `PREFSCALE_HOME`: immutable, content-addressed versions per asset and partition.
+
+Layout::
+
+    artifacts/<asset>/<partition>/<version>/...   # never overwritten once published
+    artifacts/<asset>/<partition>/current -> <version>   # atomic symlink to the latest version
+
+A version is written into a temporary folder next to its final place and renamed into it only when complete,
+so a failed step leaves no partial artifact and never touches versions already made. Writing identical
+content again resolves to the same version (idempotent re-runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+UNPARTITIONED = "all"
+CURRENT = "current"
+
+
+def default_home() -> Path:
+    """`PREFSCALE_HOME`, or `./.prefscale`, as an absolute path."""
+    return Path(os.environ.get("PREFSCALE_HOME", ".prefscale")).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    asset: str
+    partition: str
+    version: str
+    path: Path
+    digest: str = ""
+
+    def file(self, name: str = "data.parquet") -> Path:
+        return self.path / name
+
+
+def digest_folder(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+class MissingArtifactError(FileNotFoundError):
+    """An upstream artifact that has not been materialized yet."""
+
+
+class ArtifactStore:
+    """Versioned artifacts rooted at `<home>/artifacts`."""
+
+    def __init__(self, home: Path | str) -> None:
+        self.home = Path(home).expanduser().resolve()
+        self.root = self.home / "artifacts"
+
+    def _slot(self, asset: str, partition: str) -> Path:
+        if not asset.replace("_", "").isalnum() or not partition.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"bad artifact name {asset!r}/{partition!r}")
+        return self.root / asset / partition
+
+    def publish_dir(self, asset: str, partition: str, build: Callable[[Path], None]) -> ArtifactRef:
+        """Run `build(tmp_dir)`, then publish the folder as a version named after its content hash."""
+        slot = self._slot(asset, partition)
+        slot.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=slot))
+        try:
+            build(tmp)
+            if not any(tmp.iterdir()):
+                raise ValueError(f"{asset}/{partition}: the build wrote nothing")
+            digest = digest_folder(tmp)
+            version = digest[:16]
+            final = slot / version
+            if final.exists():
+                shutil.rmtree(tmp)  # identical content already published: keep the original
+            else:
+                os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._point_current(slot, version)
+        return ArtifactRef(asset, partition, version, final, digest)
+
+    def write_tables(self, asset: str, partition: str, tables: Mapping[str, pl.DataFrame]) -> ArtifactRef:
+        """Publish one or more frames (`<name>.parquet`) as one version."""
+
+        def build(d: Path) -> None:
+            for name, df in tables.items():
+                df.write_parquet(d / f"{name}.parquet", statistics=False)
+
+        return self.publish_dir(asset, partition, build)
+
+    def write_frame(self, asset: str, partition: str, df: pl.DataFrame) -> ArtifactRef:
+        return self.write_tables(asset, partition, {"data": df})
+
+    def _point_current(self, slot: Path, version: str) -> None:
+        link = slot / CURRENT
+        tmp_link = slot / f".{CURRENT}-{uuid.uuid4().hex}"
+        os.symlink(version, tmp_link)
+        os.replace(tmp_link, link)
+
+    def current(self, asset: str, partition: str) -> ArtifactRef:
+        """The latest published version, or `MissingArtifactError` naming what to materialize."""
+        slot = self._slot(asset, partition)
+        link = slot / CURRENT
+        if not link.is_symlink() or not link.resolve().is_dir():
+            raise MissingArtifactError(
+                f"artifact {asset!r} partition {partition!r} has not been materialized under {self.root}"
+            )
+        version = os.readlink(link)
+        return ArtifactRef(asset, partition, version, slot / version)
+
+    def read_frame(self, asset: str, partition: str, name: str = "data") -> pl.DataFrame:
+        return pl.read_parquet(self.current(asset, partition).file(f"{name}.parquet"))
+
+    def versions(self, asset: str, partition: str) -> list[str]:
+        slot = self._slot(asset, partition)
+        if not slot.is_dir():
+            return []
+        return sorted(
+            p.name for p in slot.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+        )
+
+
+def policy_for_iteration(store: ArtifactStore, iteration: int) -> ArtifactRef:
+    """The policy iteration `iteration` starts from: the base for 1, else the previous DPO checkpoint."""
+    if iteration < 1:
+        raise ValueError(f"iteration must be >= 1, got {iteration}")
+    if iteration == 1:
+        return store.current("base_policy", UNPARTITIONED)
+    try:
+        return store.current("dpo_checkpoint", str(iteration - 1))
+    except MissingArtifactError:
+        raise MissingArtifactError(
+            f"iteration {iteration} starts from dpo_checkpoint partition {iteration - 1}, which has not been "
+            f"materialized yet: materialize iterations in order"
+        ) from None

@@ -1,0 +1,112 @@
+"""Dagster resources: storage, recipe, compute/GPU, MLflow, warehouse and dbt."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from prefscale.compute import Compute, resolve_compute
+from prefscale.lineage import tracking_uri_for
+from prefscale.recipe import Recipe, load_recipe
+from prefscale.storage import ArtifactStore, default_home
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Versioned Parquet / model-folder artifacts under PREFSCALE_HOME."""
+
+    home: str = ""
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).expanduser().resolve() if self.home else default_home()
+
+    @property
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.root)
+
+
+class RecipeResource(dg.ConfigurableResource):
+    """The recipe every asset reads: a shipped name or a YAML path, plus optional JSON overrides."""
+
+    name: str = "embedded"
+    overrides_json: str = ""
+
+    def load(self) -> Recipe:
+        return _load_recipe(self.name, self.overrides_json)
+
+
+@lru_cache(maxsize=8)
+def _load_recipe(name: str, overrides_json: str) -> Recipe:
+    overrides: dict[str, Any] = json.loads(overrides_json) if overrides_json else {}
+    return load_recipe(name, overrides)
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Device choice for generation and training: `auto` = cuda (bf16) if present, else CPU (fp32)."""
+
+    device: str = "auto"
+    threads: int = 0
+
+    def resolve(self) -> Compute:
+        return resolve_compute(self.device, self.threads or None)
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking (sqlite under PREFSCALE_HOME unless a URI is given)."""
+
+    tracking_uri: str = ""
+    experiment: str = "prefscale"
+
+    def uri(self, home: Path) -> str:
+        return self.tracking_uri or tracking_uri_for(home)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse. dbt is its only writer; Python only reads, with short-lived connections."""
+
+    path: str = ""
+
+    @cached_property
+    def _path(self) -> Path:
+        return Path(self.path).expanduser().resolve() if self.path else default_home() / "warehouse.duckdb"
+
+    def query(self, sql: str) -> Any:
+        import duckdb
+
+        with duckdb.connect(str(self._path), read_only=True) as con:
+            return con.sql(sql).pl()
+
+
+def dbt_executable() -> str:
+    """The `dbt` installed beside this interpreter (the venv's), else whatever is on PATH."""
+    local = Path(sys.executable).with_name("dbt")
+    return str(local) if local.exists() else "dbt"
+
+
+def default_resources(home: str | None = None, recipe: str | None = None, overrides_json: str = "") -> dict:
+    """The resources for local runs: everything under one PREFSCALE_HOME."""
+    root = Path(home).expanduser().resolve() if home else default_home()
+    os.environ["PREFSCALE_HOME"] = str(root)  # dbt's profiles.yml and sources read it
+    return {
+        "storage": StorageResource(home=str(root)),
+        "recipe": RecipeResource(
+            name=recipe or os.environ.get("PREFSCALE_RECIPE", "embedded"), overrides_json=overrides_json
+        ),
+        "compute": ComputeResource(device=os.environ.get("PREFSCALE_DEVICE", "auto")),
+        "mlflow": MLflowResource(),
+        "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+        "dbt": DbtCliResource(
+            project_dir=str(DBT_PROJECT_DIR),
+            profiles_dir=str(DBT_PROJECT_DIR),
+            dbt_executable=dbt_executable(),
+        ),
+    }

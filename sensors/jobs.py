@@ -1,0 +1,35 @@
+"""Jobs: bootstrap (unpartitioned inputs), one alignment iteration (a partition), and the warehouse refresh."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.partitions import ITERATIONS
+
+bootstrap_job = dg.define_asset_job(
+    "bootstrap_job",
+    selection=dg.AssetSelection.assets("base_policy", "eval_prompts", "eval_baseline"),
+    description="Base policy, held-out prompts and the base's evaluation (iteration 0).",
+)
+
+alignment_iteration_job = dg.define_asset_job(
+    "alignment_iteration_job",
+    selection=dg.AssetSelection.assets(
+        "prompts",
+        "candidates",
+        "lf_votes",
+        "quality_labels",
+        "reward_scores",
+        "preference_pairs",
+        "dpo_checkpoint",
+        "eval_results",
+    ),
+    partitions_def=ITERATIONS,
+    description="One alignment iteration: prompts → candidates → LF votes → labels → rewards → pairs → DPO → eval.",
+)
+
+warehouse_job = dg.define_asset_job(
+    "warehouse_job",
+    selection=dg.AssetSelection.groups("warehouse"),
+    description="dbt build of the warehouse marts from the current artifacts.",
+)

@@ -27,6 +27,10 @@ def load_prompts_file(path: str | Path) -> pl.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise PromptsFileError(f"prompts file not found: {p}")
+    if p.stat().st_size == 0 or (
+        p.suffix in {".jsonl", ".csv"} and not p.read_text(errors="replace").strip()
+    ):
+        raise PromptsFileError(f"prompts file {p} is empty")
     try:
         if p.suffix == ".jsonl":
             df = pl.read_ndjson(p)
@@ -46,6 +50,8 @@ def load_prompts_file(path: str | Path) -> pl.DataFrame:
         raise PromptsFileError(f"prompts file {p} is empty")
     if "prompt" not in df.columns:
         raise PromptsFileError(f"prompts file {p} has no 'prompt' column (columns: {df.columns})")
+    if df.schema["prompt"] == pl.Null:
+        raise PromptsFileError(f"prompts file {p}: empty prompt at row 1")
     if df.schema["prompt"] != pl.String:
         raise PromptsFileError(f"prompts file {p}: 'prompt' must be text, got {df.schema['prompt']}")
     bad = df.with_row_index("_row").filter(

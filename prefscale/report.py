@@ -5,10 +5,11 @@ from __future__ import annotations
 import polars as pl
 
 
-def _cell(v: object, digits: int) -> str:
+def _cell(v: object, digits: int, markdown: bool = True) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
-    return str(v).replace("|", "\\|").replace("\n", " ⏎ ")
+    text = str(v).replace("\n", " ⏎ ")
+    return text.replace("|", "\\|") if markdown else text
 
 
 def markdown_table(df: pl.DataFrame, digits: int = 3, max_rows: int = 50) -> str:
@@ -22,7 +23,7 @@ def markdown_table(df: pl.DataFrame, digits: int = 3, max_rows: int = 50) -> str
 
 def text_table(df: pl.DataFrame, digits: int = 3) -> str:
     """A plain fixed-width table for terminals."""
-    cells = [[_cell(v, digits) for v in r] for r in df.iter_rows()]
+    cells = [[_cell(v, digits, markdown=False) for v in r] for r in df.iter_rows()]
     widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(df.columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
     return "\n".join([line(df.columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])

@@ -84,10 +84,14 @@ class ArtifactStore:
             digest = digest_folder(tmp)
             version = digest[:16]
             final = slot / version
-            if final.exists():
-                shutil.rmtree(tmp)  # identical content already published: keep the original
-            else:
+            try:
+                if final.exists():
+                    raise FileExistsError(final)
                 os.rename(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                shutil.rmtree(tmp)  # identical content already published (maybe concurrently): keep it
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

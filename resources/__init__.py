@@ -95,7 +95,11 @@ def dbt_executable() -> str:
 def default_resources(home: str | None = None, recipe: str | None = None, overrides_json: str = "") -> dict:
     """The resources for local runs: everything under one PREFSCALE_HOME."""
     root = Path(home).expanduser().resolve() if home else default_home()
-    os.environ["PREFSCALE_HOME"] = str(root)  # dbt's profiles.yml and sources read it
+    # dbt's profiles.yml and sources read PREFSCALE_HOME from the environment: keep it equal to the storage root.
+    if home:
+        os.environ["PREFSCALE_HOME"] = str(root)
+    else:
+        os.environ.setdefault("PREFSCALE_HOME", str(root))
     return {
         "storage": StorageResource(home=str(root)),
         "recipe": RecipeResource(

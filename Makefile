@@ -17,9 +17,12 @@ export HF_DATASETS_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 
 ITERATION_ASSETS := prompts,candidates,lf_votes,quality_labels,reward_scores,preference_pairs,dpo_checkpoint,eval_results
-DAGSTER := $(BIN)/dagster asset materialize -m definitions
+LOG_INFO := '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
+DAGSTER := $(BIN)/dagster asset materialize -m definitions --config-json $(LOG_INFO)
 
 .PHONY: install run ui test lint format clean
 

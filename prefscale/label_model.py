@@ -53,7 +53,8 @@ def fit_label_model(
     unlabelled = (L == ABSTAIN).all(axis=1)
     prior = float(np.mean(proba[~unlabelled])) if (~unlabelled).any() else 0.5
     proba = np.where(unlabelled, prior, proba)
-    weights = lm.get_weights()
+    with np.errstate(divide="ignore", invalid="ignore"):  # an LF that never fired has no accuracy estimate
+        weights = np.nan_to_num(lm.get_weights(), nan=0.0)
     lf_votes = [
         ",".join(
             f"{name}={'high' if v == HIGH else 'low'}"

@@ -81,6 +81,7 @@ class ArtifactStore:
             build(tmp)
             if not any(tmp.iterdir()):
                 raise ValueError(f"{asset}/{partition}: the build wrote nothing")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; published versions are readable like any file
             digest = digest_folder(tmp)
             version = digest[:16]
             final = slot / version

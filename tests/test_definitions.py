@@ -14,7 +14,14 @@ PARTITIONED = {
     "dpo_checkpoint",
     "eval_results",
 }
-UNPARTITIONED = {"base_policy", "eval_prompts", "eval_baseline", "stg_eval_runs", "eval_leaderboard", "eval_adherence"}
+UNPARTITIONED = {
+    "base_policy",
+    "eval_prompts",
+    "eval_baseline",
+    "stg_eval_runs",
+    "eval_leaderboard",
+    "eval_adherence",
+}
 GPU = {"base_policy", "candidates", "dpo_checkpoint", "eval_baseline", "eval_results"}
 
 
@@ -59,7 +66,15 @@ def test_gpu_pool_groups_and_code_versions():
     for key in PARTITIONED | {"base_policy", "eval_prompts", "eval_baseline"}:
         node = graph.get(dg.AssetKey(key))
         assert node.code_version, key
-        assert node.group_name in {"policy", "data", "alignment", "labeling", "rewards", "training", "evaluation"}
+        assert node.group_name in {
+            "policy",
+            "data",
+            "alignment",
+            "labeling",
+            "rewards",
+            "training",
+            "evaluation",
+        }
         assert node.kinds, key
     for key in GPU:
         assert graph.get(dg.AssetKey(key)).pools == {"gpu"}, key

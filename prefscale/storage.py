@@ -3,6 +3,7 @@
 Layout::
 
     artifacts/<asset>/<partition>/<version>/...   # never overwritten once published
+    artifacts/<asset>/<partition>/<version>.sha256       # the full content digest of that version
     artifacts/<asset>/<partition>/current -> <version>   # atomic symlink to the latest version
 
 A version is written into a temporary folder next to its final place and renamed into it only when complete,
@@ -38,7 +39,7 @@ class ArtifactRef:
     partition: str
     version: str
     path: Path
-    digest: str = ""
+    digest: str = ""  # full sha256 of the version's content (recorded at publish time)
 
     def file(self, name: str = "data.parquet") -> Path:
         return self.path / name
@@ -96,6 +97,11 @@ class ArtifactStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        sidecar = slot / f"{version}.sha256"
+        if not sidecar.exists():
+            tmp_sidecar = slot / f".{version}.sha256-{uuid.uuid4().hex}"
+            tmp_sidecar.write_text(digest + "\n")
+            os.replace(tmp_sidecar, sidecar)
         self._point_current(slot, version)
         return ArtifactRef(asset, partition, version, final, digest)
 
@@ -126,7 +132,9 @@ class ArtifactStore:
                 f"artifact {asset!r} partition {partition!r} has not been materialized under {self.root}"
             )
         version = os.readlink(link)
-        return ArtifactRef(asset, partition, version, slot / version)
+        sidecar = slot / f"{version}.sha256"
+        digest = sidecar.read_text().strip() if sidecar.is_file() else ""
+        return ArtifactRef(asset, partition, version, slot / version, digest)
 
     def read_frame(self, asset: str, partition: str, name: str = "data") -> pl.DataFrame:
         return pl.read_parquet(self.current(asset, partition).file(f"{name}.parquet"))

@@ -94,7 +94,8 @@ def test_mlflow_run_per_checkpoint(pipeline):
     assert set(by_partition) == {"1", "2", "3"}
     store = ArtifactStore(pipeline.home)
     for i, run in by_partition.items():
-        assert run.data.tags["pairs.sha256"] == store.current("preference_pairs", i).digest
+        digest = store.current("preference_pairs", i).digest
+        assert len(digest) == 64 and run.data.tags["pairs.sha256"] == digest
         assert run.data.tags["dagster.run_id"]
         assert float(run.data.params["dpo.beta"]) > 0
         assert "final_loss" in run.data.metrics

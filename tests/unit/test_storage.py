@@ -24,7 +24,8 @@ def store(tmp_path):
 
 
 def _slot_entries(store: ArtifactStore, asset: str, partition: str) -> list[str]:
-    return sorted(os.listdir(store.root / asset / partition))
+    """Entries of a slot, digest sidecars (`<version>.sha256`) left out."""
+    return sorted(n for n in os.listdir(store.root / asset / partition) if not n.endswith(".sha256"))
 
 
 def _write_marker(text: str):
@@ -325,3 +326,10 @@ def test_default_home_defaults_to_dot_prefscale(monkeypatch, tmp_path):
     home = default_home()
     assert home.is_absolute()
     assert home == (tmp_path / ".prefscale").resolve()
+
+
+def test_current_carries_the_full_digest(store):
+    ref = store.write_frame("pool", "all", pl.DataFrame({"a": [1, 2]}))
+    again = store.current("pool", "all")
+    assert len(ref.digest) == 64 and again.digest == ref.digest == digest_folder(ref.path)
+    assert ref.version == ref.digest[:16]

@@ -1,12 +1,15 @@
-"""`prefscale` command line: recipes, the leaderboard, and (later) benchmarks and audits."""
+"""`prefscale` command line: recipes, the leaderboard, and the sub-commands in `prefscale.commands`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from prefscale.commands import COMMAND_MODULES
 from prefscale.recipe import RecipeError, load_recipe
 from prefscale.storage import default_home
 
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="print eval_leaderboard and eval_adherence from the warehouse")
     lb.add_argument("--home", help="PREFSCALE_HOME (default: $PREFSCALE_HOME or ./.prefscale)")
     lb.set_defaults(func=_cmd_leaderboard)
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
     return p
 
 

@@ -15,6 +15,15 @@ from resources import ComputeResource, RecipeResource, StorageResource
 CANDIDATES = dg.AssetKey("candidates")
 
 
+def sampling_params(g) -> dict[str, object]:
+    return {
+        "n": g.num_candidates,
+        "temperature": g.temperature,
+        "top_p": g.top_p,
+        "max_new_tokens": g.max_new_tokens,
+    }
+
+
 @dg.asset(
     key=CANDIDATES,
     group_name="alignment",
@@ -39,6 +48,7 @@ def candidates(
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
+    prompts_ref = store.current(PROMPTS.path[-1], str(i))
     prompts = store.read_frame(PROMPTS.path[-1], str(i))
     policy = policy_for_iteration(store, i)
     model, tok = load_policy(policy.path, compute.resolve())
@@ -56,14 +66,10 @@ def candidates(
         seed=r.seed * 100 + i,
     )
     stats = generation_stats(cands, time.perf_counter() - t0)
-    ref = store.write_frame(CANDIDATES.path[-1], str(i), cands)
+    params = {"sampling": sampling_params(g), "seed": r.seed * 100 + i, "policy": policy.path.name}
+    ref = store.write_frame(CANDIDATES.path[-1], str(i), cands, inputs=[prompts_ref, policy], params=params)
     n_empty = int((cands["response"].str.strip_chars() == "").sum())
-    sampling = {
-        "n": g.num_candidates,
-        "temperature": g.temperature,
-        "top_p": g.top_p,
-        "max_new_tokens": g.max_new_tokens,
-    }
+    sampling = sampling_params(g)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": cands.height,

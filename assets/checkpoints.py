@@ -66,7 +66,8 @@ def dpo_checkpoint(
             )
         )
 
-    ref = store.publish_dir(DPO_CHECKPOINT.path[-1], str(i), build)
+    params = {"dpo": r.dpo.model_dump(mode="json"), "seed": r.seed + i, "trainer": "trl.DPOTrainer"}
+    ref = store.publish_dir(DPO_CHECKPOINT.path[-1], str(i), build, inputs=[pairs_ref, start], params=params)
     rep = report["rep"]
     uri = mlflow.uri(storage.root)
     params = {

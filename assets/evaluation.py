@@ -36,6 +36,15 @@ def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResourc
     )
 
 
+def _eval_params(recipe: RecipeResource) -> dict[str, object]:
+    r = recipe.load()
+    return {
+        "judge": r.evaluation.judge,
+        "samples_per_prompt": r.evaluation.samples_per_prompt,
+        "seed": EVAL_SEED,
+    }
+
+
 def _result(ref: ArtifactRef, row, adh, samples) -> dg.MaterializeResult:
     rec = row.row(0, named=True)
     return dg.MaterializeResult(
@@ -72,8 +81,13 @@ def eval_baseline(
     base = storage.store.current(BASE_POLICY.path[-1], UNPARTITIONED)
     samples = _sample(base, storage, recipe, compute)
     row, adh = evaluate(samples, samples, iteration=0, model=f"base_policy@{base.version}")
+    prompts = storage.store.current(EVAL_PROMPTS.path[-1], UNPARTITIONED)
     ref = storage.store.write_tables(
-        EVAL_BASELINE.path[-1], UNPARTITIONED, {"samples": samples, "results": row}
+        EVAL_BASELINE.path[-1],
+        UNPARTITIONED,
+        {"samples": samples, "results": row},
+        inputs=[base, prompts],
+        params=_eval_params(recipe),
     )
     return _result(ref, row, adh, samples)
 
@@ -104,5 +118,16 @@ def eval_results(
     baseline = store.read_frame(EVAL_BASELINE.path[-1], UNPARTITIONED, "samples")
     samples = _sample(ckpt, storage, recipe, compute)
     row, adh = evaluate(samples, baseline, iteration=i, model=f"dpo_checkpoint[{i}]@{ckpt.version}")
-    ref = store.write_tables(EVAL_RESULTS.path[-1], str(i), {"samples": samples, "results": row})
+    inputs = [
+        ckpt,
+        store.current(EVAL_BASELINE.path[-1], UNPARTITIONED),
+        store.current(EVAL_PROMPTS.path[-1], UNPARTITIONED),
+    ]
+    ref = store.write_tables(
+        EVAL_RESULTS.path[-1],
+        str(i),
+        {"samples": samples, "results": row},
+        inputs=inputs,
+        params=_eval_params(recipe),
+    )
     return _result(ref, row, adh, samples)

@@ -29,6 +29,7 @@ def lf_votes(
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
+    cands_ref = store.current(CANDIDATES.path[-1], str(i))
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
     lfs = r.labeling.functions
     votes = apply_lfs(cands, lfs)
@@ -36,7 +37,10 @@ def lf_votes(
     summary = lf_summary(votes, [lf.name for lf in lfs]).join(
         catalog.select("lf_name", "kind", "version"), on="lf_name"
     )
-    ref = store.write_tables(LF_VOTES.path[-1], str(i), {"data": votes, "functions": catalog})
+    params = {"functions": catalog.select("lf_name", "kind", "version").to_dicts()}
+    ref = store.write_tables(
+        LF_VOTES.path[-1], str(i), {"data": votes, "functions": catalog}, inputs=[cands_ref], params=params
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": votes.height,
@@ -70,13 +74,20 @@ def quality_labels(
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
+    votes_ref = store.current(LF_VOTES.path[-1], str(i))
     votes = store.read_frame(LF_VOTES.path[-1], str(i))
     names = [lf.name for lf in r.labeling.functions]
     lm = r.labeling.label_model
     res = fit_label_model(
         votes, names, n_epochs=lm.n_epochs, lr=lm.lr, l2=lm.l2, prec_init=lm.prec_init, seed=r.seed
     )
-    ref = store.write_frame(QUALITY_LABELS.path[-1], str(i), res.labels)
+    params = {
+        "label_model": "snorkel.LabelModel",
+        **lm.model_dump(mode="json"),
+        "seed": r.seed,
+        "lf_accuracies": res.weights,
+    }
+    ref = store.write_frame(QUALITY_LABELS.path[-1], str(i), res.labels, inputs=[votes_ref], params=params)
     weights = pl.DataFrame({"lf_name": list(res.weights), "estimated_accuracy": list(res.weights.values())})
     agree = res.labels.filter(pl.col("majority_vote") >= 0)
     agreement = (

@@ -30,6 +30,10 @@ def preference_pairs(
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
+    cands_ref, rewards_ref = (
+        store.current(CANDIDATES.path[-1], str(i)),
+        store.current(REWARD_SCORES.path[-1], str(i)),
+    )
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
     rewards = store.read_frame(REWARD_SCORES.path[-1], str(i))
     sel = select_pairs(
@@ -43,7 +47,13 @@ def preference_pairs(
         raise dg.Failure(
             f"iteration {i}: no preference pairs survived selection ({sel.dropped.height} prompts dropped)"
         )
-    ref = store.write_tables(PREFERENCE_PAIRS.path[-1], str(i), {"data": sel.pairs, "dropped": sel.dropped})
+    ref = store.write_tables(
+        PREFERENCE_PAIRS.path[-1],
+        str(i),
+        {"data": sel.pairs, "dropped": sel.dropped},
+        inputs=[cands_ref, rewards_ref],
+        params=r.pairs.model_dump(mode="json"),
+    )
     p = sel.pairs
     same = int((p["chosen_id"] == p["rejected_id"]).sum())
     reasons = sel.dropped.group_by("reason").len().sort("reason") if sel.dropped.height else sel.dropped

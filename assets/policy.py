@@ -42,9 +42,14 @@ def base_policy(
         def build(d: Path) -> None:
             rep = pretrain_tiny_llama(corpus, cfg, d, dev, r.seed)
             report.update(rep.__dict__)
-            (d / "prefscale_policy.json").write_text(json.dumps({"source": "embedded", **rep.__dict__}))
+            # What defines the weights, not how long it took: identical runs publish identical versions.
+            facts = {k: v for k, v in rep.__dict__.items() if k != "seconds"}
+            (d / "prefscale_policy.json").write_text(
+                json.dumps({"source": "embedded", **facts}, sort_keys=True)
+            )
 
-        ref = storage.store.publish_dir(BASE_POLICY.path[-1], UNPARTITIONED, build)
+        params = {"source": "embedded", "seed": r.seed, "embedded": cfg.model_dump(mode="json")}
+        ref = storage.store.publish_dir(BASE_POLICY.path[-1], UNPARTITIONED, build, params=params)
         meta.update(
             {
                 "corpus_examples": report["n_examples"],
@@ -77,7 +82,8 @@ def base_policy(
                 )
             )
 
-        ref = storage.store.publish_dir(BASE_POLICY.path[-1], UNPARTITIONED, build)
+        params = {"source": "pretrained", "model": model_ref, "revision": r.policy.revision}
+        ref = storage.store.publish_dir(BASE_POLICY.path[-1], UNPARTITIONED, build, params=params)
         meta.update({"model": model_ref, "revision": r.policy.revision or "default"})
     meta.update({"path": dg.MetadataValue.path(str(ref.path)), "sha256": ref.digest})
     context.log.info(f"base policy published at {ref.path}")

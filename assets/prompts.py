@@ -1,15 +1,29 @@
 """`prompts` (one disjoint shard per iteration) and `eval_prompts` (the fixed held-out split)."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from assets.partitions import ITERATIONS, iteration_of
 from prefscale.prompts import build_pool, split_pool
 from prefscale.report import markdown_table
-from prefscale.storage import UNPARTITIONED
+from prefscale.storage import UNPARTITIONED, file_sha256
 from resources import RecipeResource, StorageResource
 
 PROMPTS = dg.AssetKey("prompts")
 EVAL_PROMPTS = dg.AssetKey("eval_prompts")
+
+
+def _params(r) -> dict[str, object]:
+    """How the pool was made: the data settings, the seed, and the prompts file's hash when there is one."""
+    params: dict[str, object] = {
+        "data": r.data.model_dump(mode="json"),
+        "seed": r.seed,
+        "iterations": r.iterations,
+    }
+    if r.data.source == "file":
+        params["file_sha256"] = file_sha256(Path(r.data.path))
+    return params
 
 
 def _summary(df) -> dict[str, object]:
@@ -38,7 +52,7 @@ def prompts(
     splits = split_pool(build_pool(r.data, r.seed), r.data, r.iterations, r.seed)
     shard = splits[str(i)]
     overlap = shard.join(splits["heldout"], on="prompt_id", how="inner").height
-    ref = storage.store.write_frame(PROMPTS.path[-1], str(i), shard)
+    ref = storage.store.write_frame(PROMPTS.path[-1], str(i), shard, params=_params(r))
     return dg.MaterializeResult(
         metadata={**_summary(shard), "path": dg.MetadataValue.path(str(ref.path)), "version": ref.version},
         data_version=dg.DataVersion(ref.version),
@@ -60,7 +74,7 @@ def prompts(
 def eval_prompts(storage: StorageResource, recipe: RecipeResource) -> dg.MaterializeResult:
     r = recipe.load()
     heldout = split_pool(build_pool(r.data, r.seed), r.data, r.iterations, r.seed)["heldout"]
-    ref = storage.store.write_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED, heldout)
+    ref = storage.store.write_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED, heldout, params=_params(r))
     return dg.MaterializeResult(
         metadata={**_summary(heldout), "path": dg.MetadataValue.path(str(ref.path)), "version": ref.version},
         data_version=dg.DataVersion(ref.version),

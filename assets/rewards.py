@@ -28,11 +28,18 @@ def reward_scores(
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
+    cands_ref, labels_ref = (
+        store.current(CANDIDATES.path[-1], str(i)),
+        store.current(QUALITY_LABELS.path[-1], str(i)),
+    )
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
     labels = store.read_frame(QUALITY_LABELS.path[-1], str(i))
     rewards = label_model_rewards(cands, labels)
     n_bad = int(rewards.filter(~pl.col("reward").is_finite()).height)
-    ref = store.write_frame(REWARD_SCORES.path[-1], str(i), rewards)
+    params = {"source": r.reward.source}
+    ref = store.write_frame(
+        REWARD_SCORES.path[-1], str(i), rewards, inputs=[cands_ref, labels_ref], params=params
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rewards.height,

@@ -14,18 +14,21 @@ content again resolves to the same version (idempotent re-runs).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 UNPARTITIONED = "all"
 CURRENT = "current"
+MANIFEST = "_manifest.json"
 
 
 def default_home() -> Path:
@@ -43,6 +46,36 @@ class ArtifactRef:
 
     def file(self, name: str = "data.parquet") -> Path:
         return self.path / name
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of one file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(
+    folder: Path, asset: str, partition: str, inputs: Sequence[ArtifactRef], params: Mapping[str, Any]
+) -> None:
+    files = {
+        str(p.relative_to(folder)): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {
+        "asset": asset,
+        "partition": partition,
+        "files": files,
+        "inputs": [
+            {"asset": r.asset, "partition": r.partition, "version": r.version, "sha256": r.digest}
+            for r in inputs
+        ],
+        "params": params,
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def digest_folder(folder: Path) -> str:
@@ -73,8 +106,19 @@ class ArtifactStore:
             raise ValueError(f"bad artifact name {asset!r}/{partition!r}")
         return self.root / asset / partition
 
-    def publish_dir(self, asset: str, partition: str, build: Callable[[Path], None]) -> ArtifactRef:
-        """Run `build(tmp_dir)`, then publish the folder as a version named after its content hash."""
+    def publish_dir(
+        self,
+        asset: str,
+        partition: str,
+        build: Callable[[Path], None],
+        inputs: Sequence[ArtifactRef] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> ArtifactRef:
+        """Run `build(tmp_dir)`, then publish the folder as a version named after its content hash.
+
+        The version also holds `_manifest.json`: each file's sha256, the upstream versions it was made from
+        (`inputs`) and the settings that shaped it (`params`), so the whole chain can be audited later.
+        """
         slot = self._slot(asset, partition)
         slot.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=slot))
@@ -82,6 +126,7 @@ class ArtifactStore:
             build(tmp)
             if not any(tmp.iterdir()):
                 raise ValueError(f"{asset}/{partition}: the build wrote nothing")
+            _write_manifest(tmp, asset, partition, inputs, params or {})
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; published versions are readable like any file
             digest = digest_folder(tmp)
             version = digest[:16]
@@ -105,17 +150,74 @@ class ArtifactStore:
         self._point_current(slot, version)
         return ArtifactRef(asset, partition, version, final, digest)
 
-    def write_tables(self, asset: str, partition: str, tables: Mapping[str, pl.DataFrame]) -> ArtifactRef:
+    def write_tables(
+        self,
+        asset: str,
+        partition: str,
+        tables: Mapping[str, pl.DataFrame],
+        inputs: Sequence[ArtifactRef] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> ArtifactRef:
         """Publish one or more frames (`<name>.parquet`) as one version."""
 
         def build(d: Path) -> None:
             for name, df in tables.items():
                 df.write_parquet(d / f"{name}.parquet", statistics=False)
 
-        return self.publish_dir(asset, partition, build)
+        return self.publish_dir(asset, partition, build, inputs, params)
 
-    def write_frame(self, asset: str, partition: str, df: pl.DataFrame) -> ArtifactRef:
-        return self.write_tables(asset, partition, {"data": df})
+    def write_frame(
+        self,
+        asset: str,
+        partition: str,
+        df: pl.DataFrame,
+        inputs: Sequence[ArtifactRef] = (),
+        params: Mapping[str, Any] | None = None,
+    ) -> ArtifactRef:
+        return self.write_tables(asset, partition, {"data": df}, inputs, params)
+
+    def manifest(self, ref: ArtifactRef) -> dict[str, Any]:
+        """The version's `_manifest.json` (files, inputs, params)."""
+        path = ref.path / MANIFEST
+        if not path.is_file():
+            raise MissingArtifactError(f"{ref.asset}[{ref.partition}]@{ref.version}: {path} is missing")
+        return json.loads(path.read_text())
+
+    def verify(self, ref: ArtifactRef) -> list[str]:
+        """Problems with a stored version (missing or changed files, digest mismatch); empty when intact."""
+        if not ref.path.is_dir():
+            return [f"{ref.path}: version folder is missing"]
+        try:
+            files = self.manifest(ref)["files"]
+        except (MissingArtifactError, json.JSONDecodeError, KeyError) as e:
+            return [f"{ref.path / MANIFEST}: unreadable manifest ({e})"]
+        problems = []
+        for name, expected in sorted(files.items()):
+            f = ref.path / name
+            if not f.is_file():
+                problems.append(f"{f}: missing")
+            elif file_sha256(f) != expected:
+                problems.append(f"{f}: content changed (sha256 differs from the manifest)")
+        extra = (
+            {str(p.relative_to(ref.path)) for p in ref.path.rglob("*") if p.is_file()}
+            - set(files)
+            - {MANIFEST}
+        )
+        problems += [f"{ref.path / name}: not part of the published version" for name in sorted(extra)]
+        sidecar = ref.path.parent / f"{ref.version}.sha256"
+        recorded = sidecar.read_text().strip() if sidecar.is_file() else ""
+        if not problems and recorded and digest_folder(ref.path) != recorded:
+            problems.append(
+                f"{ref.path / MANIFEST}: manifest changed (folder digest differs from {sidecar.name})"
+            )
+        return problems
+
+    def resolve(self, asset: str, partition: str, version: str) -> ArtifactRef:
+        """A specific (possibly older) version."""
+        slot = self._slot(asset, partition)
+        sidecar = slot / f"{version}.sha256"
+        digest = sidecar.read_text().strip() if sidecar.is_file() else ""
+        return ArtifactRef(asset, partition, version, slot / version, digest)
 
     def _point_current(self, slot: Path, version: str) -> None:
         link = slot / CURRENT

@@ -47,7 +47,7 @@ def test_write_frame_roundtrip_and_layout(store, tmp_path):
     assert store.root == (tmp_path / "home").resolve() / "artifacts"
     assert ref.path == store.root / "pool" / "all" / ref.version
     assert ref.path.is_dir()
-    assert sorted(p.name for p in ref.path.iterdir()) == ["data.parquet"]
+    assert sorted(p.name for p in ref.path.iterdir()) == ["_manifest.json", "data.parquet"]
     assert ref.file() == ref.path / "data.parquet"
     # the version is the first 16 hex digits of the content hash of the published folder
     assert len(ref.version) == 16
@@ -116,7 +116,7 @@ def test_write_tables_publishes_several_frames_as_one_version(store):
     tables = {"pairs": pl.DataFrame({"a": [1, 2]}), "stats": pl.DataFrame({"n": [2]})}
     ref = store.write_tables("pairs", "2", tables)
 
-    assert sorted(p.name for p in ref.path.iterdir()) == ["pairs.parquet", "stats.parquet"]
+    assert sorted(p.name for p in ref.path.iterdir()) == ["_manifest.json", "pairs.parquet", "stats.parquet"]
     assert store.read_frame("pairs", "2", "pairs").equals(tables["pairs"])
     assert store.read_frame("pairs", "2", "stats").equals(tables["stats"])
     assert store.versions("pairs", "2") == [ref.version]
@@ -333,3 +333,40 @@ def test_current_carries_the_full_digest(store):
     again = store.current("pool", "all")
     assert len(ref.digest) == 64 and again.digest == ref.digest == digest_folder(ref.path)
     assert ref.version == ref.digest[:16]
+
+
+def test_manifest_records_files_inputs_and_params(store):
+    up = store.write_frame("prompts", "1", pl.DataFrame({"p": ["a"]}))
+    ref = store.write_frame("candidates", "1", pl.DataFrame({"r": ["x"]}), inputs=[up], params={"n": 5})
+    m = store.manifest(ref)
+    assert m["asset"] == "candidates" and m["partition"] == "1"
+    assert set(m["files"]) == {"data.parquet"}
+    assert m["inputs"] == [{"asset": "prompts", "partition": "1", "version": up.version, "sha256": up.digest}]
+    assert m["params"] == {"n": 5}
+    assert store.verify(ref) == []
+
+
+def test_verify_names_a_tampered_file(store):
+    ref = store.write_frame("pairs", "1", pl.DataFrame({"a": [1, 2, 3]}))
+    target = ref.path / "data.parquet"
+    target.chmod(0o644)
+    pl.DataFrame({"a": [9]}).write_parquet(target)
+    problems = store.verify(ref)
+    assert len(problems) == 1 and str(target) in problems[0] and "changed" in problems[0]
+
+
+def test_verify_reports_missing_and_extra_files(store):
+    ref = store.write_tables("t", "1", {"a": pl.DataFrame({"x": [1]}), "b": pl.DataFrame({"x": [2]})})
+    (ref.path / "a.parquet").unlink()
+    (ref.path / "sneaky.txt").write_text("added later")
+    problems = store.verify(ref)
+    assert any("a.parquet: missing" in p for p in problems)
+    assert any("sneaky.txt: not part of the published version" in p for p in problems)
+
+
+def test_verify_detects_a_rewritten_manifest(store):
+    ref = store.write_frame("t", "1", pl.DataFrame({"x": [1]}))
+    m = store.manifest(ref)
+    m["params"] = {"forged": True}
+    (ref.path / "_manifest.json").write_text(__import__("json").dumps(m))
+    assert any("manifest changed" in p for p in store.verify(ref))

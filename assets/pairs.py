@@ -42,6 +42,8 @@ def preference_pairs(
         strategy=r.pairs.strategy,
         min_margin=r.pairs.min_margin,
         unfinished_is_worst=r.pairs.unfinished_is_worst,
+        length_penalty=r.pairs.length_penalty,
+        seed=r.seed + i,
     )
     if sel.pairs.height == 0:
         raise dg.Failure(
@@ -52,7 +54,7 @@ def preference_pairs(
         str(i),
         {"data": sel.pairs, "dropped": sel.dropped},
         inputs=[cands_ref, rewards_ref],
-        params=r.pairs.model_dump(mode="json"),
+        params={**r.pairs.model_dump(mode="json"), "seed": r.seed + i},
     )
     p = sel.pairs
     same = int((p["chosen_id"] == p["rejected_id"]).sum())

@@ -82,3 +82,25 @@ def run_url(tracking_uri: str, run_id: str, experiment_id: str | None = None) ->
     """Where to find the run: the MLflow UI route (served by `make mlflow-ui`)."""
     exp = experiment_id or _client(tracking_uri).get_run(run_id).info.experiment_id
     return f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}"
+
+
+def find_training_runs(tracking_uri: str, experiment: str, checkpoint_sha256: str) -> list[dict[str, Any]]:
+    """MLflow runs that produced the checkpoint with this digest (tag `checkpoint.sha256`)."""
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`checkpoint.sha256` = '{checkpoint_sha256}'"
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "dagster_run_id": r.data.tags.get("dagster.run_id"),
+            "partition": r.data.tags.get("dagster.partition"),
+            "metrics": " ".join(
+                f"{k}={v:.4g}" for k, v in sorted(r.data.metrics.items()) if k.startswith("final_")
+            ),
+        }
+        for r in runs
+    ]

@@ -1,12 +1,49 @@
-"""Preference pairs: best vs worst candidate per prompt, in the `prompt/chosen/rejected` format TRL reads."""
+"""Preference pairs: one (chosen, rejected) pair per prompt, in the `prompt/chosen/rejected` format TRL reads.
+
+Each strategy ranks a prompt's candidates by a key: the reward, minus `UNFINISHED_PENALTY` for a sample cut at the
+token limit (`unfinished_is_worst`), minus `length_penalty` × its length in characters (`length_penalized` only).
+
+| strategy | chosen | rejected |
+|---|---|---|
+| `best_vs_worst` (Snorkel, SPPO) | highest key | lowest key |
+| `min_margin` | highest key | lowest key; a margin below `min_margin` is reported as such, not as a tie |
+| `length_penalized` (RLHFlow `max_min_p`) | highest `key - λ·len` | lowest `key - λ·len` |
+| `best_vs_random` (RLHFlow `max_random`) | highest key | a random other candidate at least `min_margin` below it |
+| `random_pair` (RLHFlow `random`) | the higher of a random pair at least `min_margin` apart | the lower one |
+
+Ties on the key go to the lower `sample_idx` for chosen and the higher for rejected. Random draws are seeded per
+prompt from `seed` and the prompt id, so a selection does not depend on row order or on the other prompts.
+Every strategy drops a prompt whose candidates are all identical or whose best and worst keys are less than
+`min_margin` apart; `DROP_REASONS` lists each reason and the strategies that give it.
+`chosen_reward`, `rejected_reward` and `margin` are always the raw rewards, whatever the key.
+"""
 
 from __future__ import annotations
 
+import itertools
+import random
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 UNFINISHED_PENALTY = 1e3  # ranks a sample cut at the token limit below every finished one
+TIE_TOLERANCE = 1e-6  # key differences below this are ties (the default `min_margin`)
+
+PAIR_STRATEGIES = ("best_vs_worst", "random_pair", "best_vs_random", "min_margin", "length_penalized")
+
+IDENTICAL_CANDIDATES = "identical candidates"
+TIED_REWARDS = "tied rewards"
+BELOW_MIN_MARGIN = "margin below min_margin"
+IDENTICAL_BEST_AND_WORST = "identical best and worst"
+NO_ELIGIBLE_PAIR = "no distinct pair above min_margin"
+DROP_REASONS = {
+    IDENTICAL_CANDIDATES: "every candidate of the prompt has the same response (all strategies)",
+    TIED_REWARDS: "best and worst keys differ by less than min_margin (by less than 1e-6 with min_margin)",
+    BELOW_MIN_MARGIN: "min_margin: best and worst keys differ by at least 1e-6 but less than min_margin",
+    IDENTICAL_BEST_AND_WORST: "best and worst have the same response (best_vs_worst, min_margin, length_penalized)",
+    NO_ELIGIBLE_PAIR: "every pair min_margin apart repeats a response (random_pair, best_vs_random)",
+}
 
 PAIR_SCHEMA = {
     "prompt_id": pl.String,
@@ -21,6 +58,7 @@ PAIR_SCHEMA = {
     "length_diff": pl.Int32,
     "rejected_unfinished": pl.Boolean,
 }
+DROPPED_SCHEMA = {"prompt_id": pl.String, "reason": pl.String}
 
 
 @dataclass(frozen=True)
@@ -34,48 +72,87 @@ def select_pairs(
     rewards: pl.DataFrame,
     *,
     strategy: str = "best_vs_worst",
-    min_margin: float = 1e-6,
+    min_margin: float = TIE_TOLERANCE,
     unfinished_is_worst: bool = True,
+    length_penalty: float = 0.0,
+    seed: int = 0,
 ) -> PairSelection:
-    """One (chosen, rejected) pair per prompt; prompts with identical or tied candidates are dropped."""
-    if strategy != "best_vs_worst":
-        raise ValueError(f"unknown pair strategy {strategy!r}")
+    """One (chosen, rejected) pair per prompt by `strategy` (see the module docstring), and the dropped prompts.
+
+    `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
+    `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
+    """
+    if strategy not in PAIR_STRATEGIES:
+        raise ValueError(f"unknown pair strategy {strategy!r}; known: {', '.join(PAIR_STRATEGIES)}")
+    if length_penalty < 0:
+        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    if length_penalty and strategy != "length_penalized":
+        raise ValueError(f"length_penalty={length_penalty} is only used by strategy 'length_penalized'")
     df = candidates.join(rewards.select("candidate_id", "reward"), on="candidate_id", how="inner")
     if df.height != candidates.height:
         raise ValueError(f"{candidates.height - df.height} candidates have no reward score")
-    key = pl.col("reward")
+    length = pl.col("response").str.len_chars()
+    key = pl.col("reward").cast(pl.Float64)
     if unfinished_is_worst:
         key = key - pl.when(pl.col("finish_reason") == "length").then(UNFINISHED_PENALTY).otherwise(0.0)
-    df = df.with_columns(key.alias("_key"), pl.col("response").str.len_chars().alias("_len"))
+    if strategy == "length_penalized":
+        key = key - length_penalty * length
+    df = df.with_columns(key.alias("_key"), length.alias("_len"))
     pairs, dropped = [], []
     for (pid,), g in df.sort("prompt_id", "sample_idx").group_by("prompt_id", maintain_order=True):
-        if g["response"].n_unique() == 1:
-            dropped.append((pid, "identical candidates"))
-            continue
-        g = g.sort(["_key", "sample_idx"], descending=[True, False])
-        best, worst = g.row(0, named=True), g.row(g.height - 1, named=True)
-        if best["_key"] - worst["_key"] < min_margin:
-            dropped.append((pid, "tied rewards"))
-            continue
-        if best["response"] == worst["response"]:
-            dropped.append((pid, "identical best and worst"))
-            continue
-        pairs.append(
-            {
-                "prompt_id": pid,
-                "prompt": [{"role": "user", "content": best["prompt"]}],
-                "chosen": [{"role": "assistant", "content": best["response"]}],
-                "rejected": [{"role": "assistant", "content": worst["response"]}],
-                "chosen_id": best["candidate_id"],
-                "rejected_id": worst["candidate_id"],
-                "chosen_reward": best["reward"],
-                "rejected_reward": worst["reward"],
-                "margin": best["reward"] - worst["reward"],
-                "length_diff": best["_len"] - worst["_len"],
-                "rejected_unfinished": worst["finish_reason"] == "length",
-            }
-        )
+        picked = _pick(g, pid, strategy, min_margin, seed)
+        if isinstance(picked, str):
+            dropped.append((pid, picked))
+        else:
+            pairs.append(_pair_row(pid, *picked))
     return PairSelection(
         pairs=pl.DataFrame(pairs, schema=PAIR_SCHEMA),
-        dropped=pl.DataFrame(dropped, schema={"prompt_id": pl.String, "reason": pl.String}, orient="row"),
+        dropped=pl.DataFrame(dropped, schema=DROPPED_SCHEMA, orient="row"),
     )
+
+
+def _pick(
+    g: pl.DataFrame, pid: str, strategy: str, min_margin: float, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """(chosen, rejected) rows of one prompt's candidates (sorted by sample_idx), or the reason to drop it."""
+    if g["response"].n_unique() == 1:
+        return IDENTICAL_CANDIDATES
+    ranked = g.sort(["_key", "sample_idx"], descending=[True, False]).rows(named=True)
+    best, worst = ranked[0], ranked[-1]
+    gap = best["_key"] - worst["_key"]
+    if gap < min_margin:
+        return BELOW_MIN_MARGIN if strategy == "min_margin" and gap >= TIE_TOLERANCE else TIED_REWARDS
+    if strategy in ("best_vs_worst", "min_margin", "length_penalized"):
+        return IDENTICAL_BEST_AND_WORST if best["response"] == worst["response"] else (best, worst)
+    rng = random.Random(f"{seed}:{pid}")  # str seeds hash with sha512: stable across runs and processes
+    position = {r["candidate_id"]: k for k, r in enumerate(ranked)}
+    in_order = sorted(ranked, key=lambda r: r["sample_idx"])  # a canonical order for the draw
+    if strategy == "best_vs_random":
+        options = [(best, r) for r in in_order if r is not best and _eligible(best, r, min_margin)]
+    else:  # random_pair: every unordered pair, the better-ranked one chosen
+        options = []
+        for a, b in itertools.combinations(in_order, 2):
+            hi, lo = (a, b) if position[a["candidate_id"]] < position[b["candidate_id"]] else (b, a)
+            if _eligible(hi, lo, min_margin):
+                options.append((hi, lo))
+    return rng.choice(options) if options else NO_ELIGIBLE_PAIR
+
+
+def _eligible(chosen: dict[str, Any], rejected: dict[str, Any], min_margin: float) -> bool:
+    return chosen["_key"] - rejected["_key"] >= min_margin and chosen["response"] != rejected["response"]
+
+
+def _pair_row(pid: str, chosen: dict[str, Any], rejected: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompt_id": pid,
+        "prompt": [{"role": "user", "content": chosen["prompt"]}],
+        "chosen": [{"role": "assistant", "content": chosen["response"]}],
+        "rejected": [{"role": "assistant", "content": rejected["response"]}],
+        "chosen_id": chosen["candidate_id"],
+        "rejected_id": rejected["candidate_id"],
+        "chosen_reward": chosen["reward"],
+        "rejected_reward": rejected["reward"],
+        "margin": chosen["reward"] - rejected["reward"],
+        "length_diff": chosen["_len"] - rejected["_len"],
+        "rejected_unfinished": rejected["finish_reason"] == "length",
+    }

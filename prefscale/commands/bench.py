@@ -1,0 +1,59 @@
+"""`prefscale bench <name>`: micro-benchmarks of the core library (`prefscale.bench`).
+
+Each benchmark is a sub-command of `bench`. `--json` makes the last stdout line one JSON object; progress
+goes to stderr. The exit code is 1 when a benchmark's own check fails (e.g. the two label matrices differ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _report(result: Any, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result.to_dict()), flush=True)
+    else:
+        print("\n".join(result.summary_lines()), flush=True)
+    return 0 if result.ok else 1
+
+
+def _run_lf(args: argparse.Namespace) -> int:
+    from prefscale.bench import bench_lf
+
+    return _report(
+        bench_lf(rows=args.rows, recipe=args.recipe, seed=args.seed, progress=_progress), args.json
+    )
+
+
+def _add_lf(benches: Any) -> None:
+    p = benches.add_parser(
+        "lf",
+        help="vectorised polars LFs (apply_lfs) vs Snorkel's PandasLFApplier: timings, speedup, equal matrices",
+    )
+    p.add_argument(
+        "--rows", type=_positive_int, default=100_000, help="synthetic candidates (default 100000)"
+    )
+    p.add_argument("--recipe", default="embedded", help="recipe whose LFs are applied (default embedded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic candidates (default 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=_run_lf)
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser("bench", help="micro-benchmarks (timings and ratios of core steps)")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    _add_lf(benches)

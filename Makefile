@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RECIPE ?= embedded
 PORT ?= 3000
+MLFLOW_PORT ?= 5000
 
 export PREFSCALE_HOME ?= $(CURDIR)/.prefscale
 export DAGSTER_HOME ?= $(PREFSCALE_HOME)/dagster
@@ -53,8 +54,30 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@echo
 	@$(BIN)/prefscale leaderboard
 
+# The venv first on PATH: in `dagster dev`, dagster-dbt runs `dbt parse` with the `dbt` it finds there.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+.PHONY: mlflow-ui ui-deps
+
+# MLflow UI over the tracking store the DPO checkpoints log to (http://127.0.0.1:$(MLFLOW_PORT)).
+mlflow-ui: $(STAMP)
+	@mkdir -p $(PREFSCALE_HOME)/mlruns
+	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+	  --backend-store-uri sqlite:///$(PREFSCALE_HOME)/mlflow.db --default-artifact-root $(PREFSCALE_HOME)/mlruns
+
+# Headless Chromium + chromedriver for tests/ui (Debian packages). Best effort: only as root with apt-get, and
+# only when missing; never fails the build (without them the UI test skips).
+ui-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver for the UI test"; \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      chromium chromium-driver; } >/tmp/prefscale-ui-deps.log 2>&1 \
+	    || echo "warning: could not install chromium (see /tmp/prefscale-ui-deps.log); the UI test will skip"; \
+	else \
+	  echo "note: /usr/bin/chromium or /usr/bin/chromedriver missing and no root apt-get; the UI test will skip"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -64,7 +87,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP)
+test: $(STAMP) ui-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

@@ -1,8 +1,8 @@
 """The Dagster UI in a real browser: `dagster dev` on a free loopback port, driven by headless Chromium.
 
-The test opens the global asset graph, filters it to `eval_prompts` (cheap: no model), selects the node and
-clicks "Materialize selected", waits for the run to succeed (GraphQL at /graphql), checks the node no longer
-reads "Never materialized", then saves a screenshot of the whole asset graph.
+The test opens the global asset graph, then the page of `eval_prompts` (cheap: no model) and clicks its
+"Materialize" button, waits for the run to succeed (GraphQL at /graphql), checks the asset's page no longer
+reads "Never materialized", then saves a screenshot of the whole asset graph with every group expanded.
 
 The screenshot is written to the test's tmp folder. `docs/ui-asset-graph.png` is written too when it is
 missing, or when UPDATE_UI_SCREENSHOT=1, so ordinary runs leave the committed image untouched.
@@ -264,7 +264,7 @@ def test_materialize_from_the_asset_graph(dagster_dev: DagsterDev, browser: Any,
 
 
 def drive_the_ui(dev: DagsterDev, driver: Any, tmp_path: Path) -> None:
-    """Graph → filter → select → "Materialize selected" → run succeeds → screenshot of the whole graph."""
+    """Graph → asset page → "Materialize" → run succeeds → page shows it → screenshot of the whole graph."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -275,26 +275,30 @@ def drive_the_ui(dev: DagsterDev, driver: Any, tmp_path: Path) -> None:
 
     # 1. The global asset graph, with the asset groups of the code location.
     driver.get(f"{dev.url}/asset-groups")
-    wait_for(lambda: visible(By.CSS_SELECTOR, "div[title='data']"), 60, "the asset graph's groups")
+    wait_for(lambda: visible(By.CSS_SELECTOR, "div[title='data']"), 90, "the asset graph's groups")
 
-    # 2. Filter the graph to the cheap asset, as a user types it into the search box.
-    wait_for(lambda: visible(By.CSS_SELECTOR, ".CodeMirror"), 30, "the asset filter").click()
-    box = driver.find_element(By.CSS_SELECTOR, "textarea[aria-label='Search and filter assets']")
-    box.send_keys(f'key:"{ASSET}"')
-    box.send_keys(Keys.ENTER)
+    # 2. The cheap asset's page (what a click on its node opens), then its "Materialize" button. Typing a
+    #    selection into the graph's filter box races CodeMirror's autocomplete on a loaded machine.
+    driver.get(f"{dev.url}/assets/{ASSET}")
+    xpath = "//button[normalize-space()='Materialize']"
 
-    # 3. Select its node, then "Materialize selected".
-    node = wait_for(lambda: visible(By.CSS_SELECTOR, f"div[data-tooltip='{ASSET}']"), 30, f"the {ASSET} node")
-    node.click()
-    xpath = "//button[normalize-space()='Materialize selected']"
-    wait_for(lambda: visible(By.XPATH, xpath), 30, "the 'Materialize selected' button").click()
-    wait_for(
-        lambda: visible(By.XPATH, "//*[starts-with(normalize-space(), 'Launched run')]"), 30, "the toast"
-    )
+    def enabled_button() -> Any:
+        button = visible(By.XPATH, xpath)
+        return button if button is not None and button.is_enabled() else None
 
-    # 4. The run succeeds (GraphQL), and the node shows it.
-    run = wait_for(lambda: _run_for(dev, ASSET), 30, f"a run of {ASSET}")
+    # The button renders before the page has loaded the asset's definition; a click then does nothing, so
+    # the run itself (GraphQL) is what tells the click took. Click again, at most twice more, until it has.
+    run = None
+    for _attempt in range(3):
+        wait_for(enabled_button, 90, f"the {ASSET} page's 'Materialize' button").click()
+        with contextlib.suppress(pytest.fail.Exception):
+            run = wait_for(lambda: _run_for(dev, ASSET), 20, f"a run of {ASSET}")
+        if run:
+            break
+        driver.save_screenshot(str(tmp_path / f"no-run-after-click-{_attempt}.png"))
+    assert run, f"three clicks on 'Materialize' launched no run of {ASSET} (screenshots in {tmp_path})"
 
+    # 3. The run succeeds (GraphQL).
     def finished() -> dict | None:
         dev.alive()
         r = _run_for(dev, ASSET)
@@ -304,14 +308,17 @@ def drive_the_ui(dev: DagsterDev, driver: Any, tmp_path: Path) -> None:
     assert run["status"] == "SUCCESS", (
         f"run {run['runId']} ended {run['status']}:\n{_run_errors(dev, run['runId'])}\n{dev.log_tail()}"
     )
-    node_box = "//div[contains(@class, 'AssetNode_assetNodeBox')]"
+
+    # The asset's page shows the materialization (its "Latest materialization" no longer reads "Never").
+    driver.get(f"{dev.url}/assets/{ASSET}")
     wait_for(
-        lambda: visible(By.XPATH, node_box) and "Never materialized" not in visible(By.XPATH, node_box).text,
+        lambda: visible(By.XPATH, "//*[normalize-space()='Latest materialization']")
+        and not visible(By.XPATH, "//*[normalize-space()='Never materialized']"),
         60,
-        "the node to show the materialization",
+        f"the {ASSET} page to show the materialization",
     )
 
-    # 5. The whole asset graph, for the README: every group expanded (graph settings → "Expand all groups").
+    # 4. The whole asset graph, for the README: every group expanded (graph settings → "Expand all groups").
     driver.get(f"{dev.url}/asset-groups")
     wait_for(lambda: visible(By.CSS_SELECTOR, "div[title='warehouse']"), 60, "the asset graph")
     gears = driver.find_elements(By.CSS_SELECTOR, "button div[role=img][aria-label=settings]")

@@ -1,107 +1,227 @@
-"""`lf_votes` (the SME labeling functions' label matrix) and `quality_labels` (the Snorkel label model)."""
+"""`lf_votes` (the SME labeling functions' label matrix) and `quality_labels` (the Snorkel label model).
+
+Both read the SMEs' gold (`sme_annotations`) when it exists, to score the functions and the label model on it.
+That read is recorded in each version's manifest (`inputs`) rather than as a graph edge, so a new gold set
+re-runs only `quality_labels` (`sensors.annotations`), not the iteration's training chain.
+"""
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
+from assets.annotations import SME_ANNOTATIONS
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
-from prefscale.labeling import apply_lfs, lf_catalog, lf_summary
+from prefscale.labeling import LabelingFunctionError, lf_analysis, lf_catalog
 from prefscale.report import markdown_table
-from resources import RecipeResource, StorageResource
+from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
+from resources import ComputeResource, RecipeResource, StorageResource
 
 LF_VOTES = dg.AssetKey("lf_votes")
 QUALITY_LABELS = dg.AssetKey("quality_labels")
 
 
+def iteration_gold(
+    store: ArtifactStore, iteration: int
+) -> tuple[pl.DataFrame | None, ArtifactRef | None, int]:
+    """The SME gold of one iteration (candidate_id, label) that still matches its current candidates, the
+    `sme_annotations` version it came from, and how many gold rows are stale (the candidates were re-sampled
+    since they were annotated)."""
+    try:
+        ref = store.current(SME_ANNOTATIONS.path[-1], UNPARTITIONED)
+    except MissingArtifactError:
+        return None, None, 0
+    gold = pl.read_parquet(ref.file()).filter(pl.col("iteration") == str(iteration))
+    if gold.height == 0:
+        return None, ref, 0
+    try:
+        current = store.current(CANDIDATES.path[-1], str(iteration)).version
+    except MissingArtifactError:
+        return None, ref, gold.height
+    fresh = gold.filter(pl.col("candidates_version") == current)
+    return (fresh.select("candidate_id", "label") if fresh.height else None), ref, gold.height - fresh.height
+
+
+def _fmt(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col(pl.Float64).round(3))
+
+
 @dg.asset(
     key=LF_VOTES,
     group_name="labeling",
-    kinds={"polars", "parquet"},
-    code_version="1",
+    kinds={"polars", "pytorch", "parquet"},
+    code_version="2",
     partitions_def=ITERATIONS,
+    pool="gpu",
     deps=[CANDIDATES],
-    description="Label matrix: each SME labeling function's vote (high=1 / low=0 / abstain=-1) per candidate, "
-    "with the functions' versions alongside.",
+    description="Label matrix: each SME labeling function's vote (high=1 / low=0 / abstain=-1) per candidate "
+    "(text patterns vectorised, python functions row-wise, model-backed functions batched on the base policy), "
+    "with the functions' versions and the model-backed functions' raw scores alongside.",
 )
 def lf_votes(
-    context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
+    context: dg.AssetExecutionContext,
+    storage: StorageResource,
+    recipe: RecipeResource,
+    compute: ComputeResource,
 ) -> dg.MaterializeResult:
+    from prefscale.lf_models import LFContext, apply_all_lfs_with_scores, classify_tasks
+
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
     cands_ref = store.current(CANDIDATES.path[-1], str(i))
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
-    lfs = r.labeling.functions
-    votes = apply_lfs(cands, lfs)
-    catalog = lf_catalog(lfs)
-    summary = lf_summary(votes, [lf.name for lf in lfs]).join(
-        catalog.select("lf_name", "kind", "version"), on="lf_name"
-    )
-    params = {"functions": catalog.select("lf_name", "kind", "version").to_dicts()}
-    ref = store.write_tables(
-        LF_VOTES.path[-1], str(i), {"data": votes, "functions": catalog}, inputs=[cands_ref], params=params
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": votes.height,
-            "labeling_functions": len(lfs),
-            "lf_summary": dg.MetadataValue.md(markdown_table(summary)),
-            "abstain_only_rows": int(
-                (votes.select([lf.name for lf in lfs]).to_numpy() == -1).all(axis=1).sum()
-            ),
-            "path": dg.MetadataValue.path(str(ref.path)),
-            "version": ref.version,
-        },
-        data_version=dg.DataVersion(ref.version),
-    )
+    lfs = list(r.labeling.all_functions)
+    clf = r.labeling.task_classifier
+    rows = classify_tasks(cands, clf, seed=r.seed) if clf else cands
+    lf_context = LFContext(store=store, compute=compute.resolve())
+    try:
+        app = apply_all_lfs_with_scores(rows, lfs, lf_context)
+    except LabelingFunctionError as e:  # the function's name and first offending row; nothing is written
+        raise dg.Failure(
+            description=str(e),
+            metadata={
+                "labeling_function": e.lf_name,
+                "row": -1 if e.row is None else e.row,
+                "candidate_id": str(e.candidate_id),
+            },
+        ) from e
+    votes = app.votes
+    catalog = lf_catalog([*lfs, *([clf] if clf else [])])
+    gold, gold_ref, stale = iteration_gold(store, i)
+    analysis = lf_analysis(votes, lfs, gold)
+    tables = {"data": votes, "functions": catalog}
+    model_names = [c for c in app.scores.columns if c != "candidate_id"]
+    if model_names:
+        tables["scores"] = app.scores
+    if clf:
+        tables["task_types"] = rows.select("candidate_id", "task_type", "task_type_source")
+    inputs = [cands_ref, *lf_context.used.values(), *([gold_ref] if gold is not None and gold_ref else [])]
+    params = {
+        "functions": catalog.select("lf_name", "kind", "version").to_dicts(),
+        "models": {k: f"{v.asset}[{v.partition}]@{v.version}" for k, v in lf_context.used.items()},
+    }
+    ref = store.write_tables(LF_VOTES.path[-1], str(i), tables, inputs=inputs, params=params)
+    meta: dict[str, object] = {
+        "dagster/row_count": votes.height,
+        "labeling_functions": len(lfs),
+        "lf_summary": dg.MetadataValue.md(markdown_table(_fmt(analysis))),
+        "abstain_only_rows": int((votes.select([lf.name for lf in lfs]).to_numpy() == -1).all(axis=1).sum()),
+        "gold_rows": 0 if gold is None else gold.height,
+        "path": dg.MetadataValue.path(str(ref.path)),
+        "version": ref.version,
+    }
+    if model_names:
+        summary = (
+            app.scores.select(model_names)
+            .describe()
+            .filter(pl.col("statistic").is_in(["mean", "min", "25%", "50%", "75%", "max"]))
+        )
+        meta["model_scores"] = dg.MetadataValue.md(markdown_table(_fmt(summary)))
+        meta["models"] = dg.MetadataValue.json(params["models"])
+    if clf:
+        counts = rows.group_by("task_type", "task_type_source").len().sort("task_type", "task_type_source")
+        meta["task_types"] = dg.MetadataValue.md(markdown_table(counts))
+    if stale:
+        meta["stale_gold_rows"] = stale
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(ref.version))
 
 
 @dg.asset(
     key=QUALITY_LABELS,
     group_name="labeling",
     kinds={"snorkel", "parquet"},
-    code_version="1",
+    code_version="2",
     partitions_def=ITERATIONS,
     deps=[LF_VOTES],
     description="Snorkel LabelModel fitted on the label matrix: P(high quality) per candidate, with the votes "
-    "behind each label and majority vote as the baseline.",
+    "behind each label (name@version=vote) and majority vote as the baseline; the per-LF analysis (coverage, "
+    "overlaps, conflicts, polarity, estimated and gold accuracy) and both models' accuracy/F1 on SME gold.",
 )
 def quality_labels(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
 ) -> dg.MaterializeResult:
-    from prefscale.label_model import fit_label_model
+    from prefscale.label_model import fit_label_model, gold_metrics
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)
     store = storage.store
     votes_ref = store.current(LF_VOTES.path[-1], str(i))
     votes = store.read_frame(LF_VOTES.path[-1], str(i))
-    names = [lf.name for lf in r.labeling.functions]
+    # The functions as they were when the matrix was made (names and versions), not as the recipe says now.
+    try:
+        catalog = store.read_frame(LF_VOTES.path[-1], str(i), "functions").filter(
+            pl.col("kind") != "task_classifier"
+        )
+    except FileNotFoundError:
+        catalog = lf_catalog(r.labeling.all_functions)
+    names = catalog["lf_name"].to_list()
+    versions = dict(zip(names, catalog["version"].to_list(), strict=True))
+    gold, gold_ref, stale = iteration_gold(store, i)
     lm = r.labeling.label_model
+    y_dev = None
+    if gold is not None and lm.use_gold == "class_balance":
+        y_dev = gold["label"].to_numpy().astype(np.int64)
     res = fit_label_model(
-        votes, names, n_epochs=lm.n_epochs, lr=lm.lr, l2=lm.l2, prec_init=lm.prec_init, seed=r.seed
+        votes,
+        names,
+        n_epochs=lm.n_epochs,
+        lr=lm.lr,
+        l2=lm.l2,
+        prec_init=lm.prec_init,
+        seed=r.seed,
+        versions=versions,
+        y_dev=y_dev,
     )
+
+    class _Named:  # lf_analysis wants objects with name, version and kind: the catalog's rows
+        def __init__(self, row: dict) -> None:
+            self.name, self.version, self.kind = row["lf_name"], row["version"], row["kind"]
+
+    analysis = lf_analysis(votes, [_Named(row) for row in catalog.iter_rows(named=True)], gold, res.weights)
+    analysis = analysis.with_columns(pl.lit(i, pl.Int32).alias("iteration")).select(
+        "iteration", pl.all().exclude("iteration")
+    )
+    tables = {"data": res.labels, "analysis": analysis}
+    metrics = None
+    if gold is not None:
+        metrics = gold_metrics(res.labels, gold).with_columns(pl.lit(i, pl.Int32).alias("iteration"))
+        tables["gold_metrics"] = metrics
     params = {
         "label_model": "snorkel.LabelModel",
         **lm.model_dump(mode="json"),
         "seed": r.seed,
         "lf_accuracies": res.weights,
+        "lf_versions": versions,
+        "gold_rows": 0 if gold is None else gold.height,
     }
-    ref = store.write_frame(QUALITY_LABELS.path[-1], str(i), res.labels, inputs=[votes_ref], params=params)
-    weights = pl.DataFrame({"lf_name": list(res.weights), "estimated_accuracy": list(res.weights.values())})
+    inputs = [votes_ref, *([gold_ref] if gold is not None and gold_ref else [])]
+    ref = store.write_tables(QUALITY_LABELS.path[-1], str(i), tables, inputs=inputs, params=params)
     agree = res.labels.filter(pl.col("majority_vote") >= 0)
     agreement = (
         float((agree["label"] == agree["majority_vote"]).mean() or 0.0) if agree.height else float("nan")
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": res.labels.height,
-            "share_high": round(res.class_balance[1], 4),
-            "mean_p_high": round(float(res.labels["p_high"].mean() or 0.0), 4),
-            "agreement_with_majority_vote": round(agreement, 4),
-            "lf_accuracies": dg.MetadataValue.md(markdown_table(weights)),
-            "path": dg.MetadataValue.path(str(ref.path)),
-            "version": ref.version,
-        },
-        data_version=dg.DataVersion(ref.version),
-    )
+    meta: dict[str, object] = {
+        "dagster/row_count": res.labels.height,
+        "share_high": round(res.class_balance[1], 4),
+        "mean_p_high": round(float(res.labels["p_high"].mean() or 0.0), 4),
+        "agreement_with_majority_vote": round(agreement, 4),
+        "lf_accuracies": dg.MetadataValue.md(
+            markdown_table(
+                _fmt(analysis.select("lf_name", "lf_version", "estimated_accuracy", "empirical_accuracy"))
+            )
+        ),
+        "lf_analysis": dg.MetadataValue.md(markdown_table(_fmt(analysis.drop("iteration")))),
+        "gold_rows": 0 if gold is None else gold.height,
+        "path": dg.MetadataValue.path(str(ref.path)),
+        "version": ref.version,
+    }
+    if metrics is not None:
+        meta["gold_metrics"] = dg.MetadataValue.md(markdown_table(_fmt(metrics.drop("iteration"))))
+        for row in metrics.iter_rows(named=True):
+            for k in ("accuracy", "f1"):
+                if row[k] is not None:
+                    meta[f"gold_{k}_{row['model']}"] = round(row[k], 4)
+    if stale:
+        meta["stale_gold_rows"] = stale
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(ref.version))

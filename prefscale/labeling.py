@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -50,12 +52,22 @@ def _text(row: Mapping[str, Any], column: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class _LFBase(BaseModel):
+class LabelingFunctionError(ValueError):
+    """A labeling function that failed (raised, or voted outside HIGH/LOW/ABSTAIN), with the first bad row."""
+
+    def __init__(self, message: str, lf_name: str, row: int | None = None, candidate_id: Any = None) -> None:
+        super().__init__(message)
+        self.lf_name, self.row, self.candidate_id = lf_name, row, candidate_id
+
+
+class _LFCommon(BaseModel):
+    """What every labeling function has: a name, a description (shown in the UI), an optional task-type scope,
+    and a version that is the hash of its definition."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="unique identifier, snake_case")
     description: str = ""
-    vote: Literal["high", "low"] = Field(description="the vote cast when the pattern fires")
     task_types: tuple[str, ...] | None = Field(default=None, description="only vote on these task types")
 
     @property
@@ -64,12 +76,29 @@ class _LFBase(BaseModel):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    @property
+    def vote_label(self) -> str:
+        """The votes this function can cast, for the catalog: `high`, `low` or `high|low`."""
+        return "high|low"
+
+    def in_scope(self, row: Mapping[str, Any]) -> bool:
+        if not self.task_types:
+            return True
+        task = row["task_type"]
+        return isinstance(task, str) and task in self.task_types
+
+
+class _LFBase(_LFCommon):
+    vote: Literal["high", "low"] = Field(description="the vote cast when the pattern fires")
+
+    @property
+    def vote_label(self) -> str:
+        return self.vote
+
     def row_vote(self, row: Mapping[str, Any]) -> int:
         """This LF's vote on one row (a mapping or a pandas Series), exactly as `lf_expression` votes on it."""
-        if self.task_types:
-            task = row["task_type"]
-            if not (isinstance(task, str) and task in self.task_types):
-                return ABSTAIN
+        if not self.in_scope(row):
+            return ABSTAIN
         if not self._row_fires(row):
             return ABSTAIN
         return HIGH if self.vote == "high" else LOW
@@ -191,8 +220,63 @@ class FinishLF(_LFBase):
         return _text(row, "finish_reason") == "length"
 
 
+def _valid_vote(value: Any) -> bool:
+    """HIGH, LOW or ABSTAIN as an int (numpy ints too; not a bool, a float or a string)."""
+    return (
+        isinstance(value, int | np.integer)
+        and not isinstance(value, bool | np.bool_)
+        and int(value) in _VOTES
+    )
+
+
+class PythonLF(_LFCommon):
+    """A Python function `module:function` called on each row (a mapping of column → value); it returns HIGH (1),
+    LOW (0) or ABSTAIN (-1). Applied row-wise; its version also hashes the function's source code."""
+
+    kind: Literal["python"] = "python"
+    callable: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="`package.module:function`, importable"
+    )
+
+    def resolve(self) -> Any:
+        """The function itself (imported on first use)."""
+        return _import_callable(self.callable)
+
+    @property
+    def version(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        try:
+            source = inspect.getsource(self.resolve())
+        except Exception:  # not importable (yet) or no source: the definition alone
+            source = ""
+        return hashlib.sha256((blob + "\0" + source).encode()).hexdigest()[:12]
+
+    def row_vote(self, row: Mapping[str, Any]) -> int:
+        if not self.in_scope(row):
+            return ABSTAIN
+        value = self.resolve()(row)
+        if not _valid_vote(value):
+            raise LabelingFunctionError(
+                f"labeling function {self.name!r} returned {value!r}; expected 1 (high), 0 (low) or -1 (abstain)",
+                self.name,
+            )
+        return int(value)
+
+
+@functools.cache
+def _import_callable(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{spec} is not callable")
+    return obj
+
+
 LabelingFunction = Annotated[
-    RegexLF | ListFormatLF | OrderedLF | WordRatioLF | LengthLF | FinishLF, Field(discriminator="kind")
+    RegexLF | ListFormatLF | OrderedLF | WordRatioLF | LengthLF | FinishLF | PythonLF,
+    Field(discriminator="kind"),
 ]
 
 
@@ -250,13 +334,27 @@ def validate_lfs(lfs: Sequence[Any]) -> None:
 
 
 def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
-    """Label matrix: one Int8 column per LF (named after it), in `lfs` order, plus `candidate_id`."""
+    """Label matrix: one Int8 column per LF (named after it), in `lfs` order, plus `candidate_id`.
+
+    Text-pattern LFs run as one vectorised polars query; `python` LFs are called row by row. Model-backed kinds
+    (`prefscale.lf_models`) need a model context: use `prefscale.lf_models.apply_all_lfs`.
+    """
     validate_lfs(lfs)
-    needed = {"candidate_id", "response", "task_type"}
+    needs_model = [lf for lf in lfs if not isinstance(lf, _LFBase | PythonLF)]
+    if needs_model:
+        lf = needs_model[0]
+        raise TypeError(
+            f"labeling function {lf.name!r} (kind {lf.kind}) needs a model context: "
+            "use prefscale.lf_models.apply_all_lfs(rows, lfs, context)"
+        )
+    pattern_lfs = [lf for lf in lfs if isinstance(lf, _LFBase)]
+    needed = {"candidate_id", "response", "task_type"} if pattern_lfs else {"candidate_id"}
     if any(isinstance(lf, FinishLF) for lf in lfs):
         needed.add("finish_reason")
     if any(isinstance(lf, RegexLF) and lf.field == "prompt" for lf in lfs):
         needed.add("prompt")
+    if any(isinstance(lf, PythonLF) and lf.task_types for lf in lfs):
+        needed.add("task_type")
     missing = needed - set(rows.columns)
     if missing:
         raise ValueError(f"labeling input lacks columns {sorted(missing)}")
@@ -267,17 +365,57 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     if any(isinstance(lf, (LengthLF, WordRatioLF)) for lf in lfs):
         query = query.with_columns(pl.col("response").str.count_matches(_WORDS).alias(_WORD_COUNT))
         words = pl.col(_WORD_COUNT)
-    votes = query.select(pl.col("candidate_id"), *[lf_expression(lf, words) for lf in lfs]).collect()
-    names = [lf.name for lf in lfs]
-    if not votes.select(pl.all_horizontal(pl.col(n).is_in(_VOTES) for n in names).all()).item():
-        for lf in lfs:  # one scan for the common case; this loop only names the culprit
+    votes = query.select(pl.col("candidate_id"), *[lf_expression(lf, words) for lf in pattern_lfs]).collect()
+    names = [lf.name for lf in pattern_lfs]
+    if names and not votes.select(pl.all_horizontal(pl.col(n).is_in(_VOTES) for n in names).all()).item():
+        for lf in pattern_lfs:  # one scan for the common case; this loop only names the culprit
             bad = votes.filter(~pl.col(lf.name).is_in(_VOTES))
             if bad.height:
                 raise ValueError(
                     f"labeling function {lf.name!r} returned {bad[lf.name][0]} "
                     f"for candidate {bad['candidate_id'][0]}"
                 )
-    return votes
+    python_lfs = [lf for lf in lfs if isinstance(lf, PythonLF)]
+    if python_lfs:
+        votes = votes.with_columns(
+            pl.Series(lf.name, python_votes(rows, lf), dtype=VOTE_DTYPE) for lf in python_lfs
+        )
+    return votes.select("candidate_id", *[lf.name for lf in lfs])
+
+
+def python_votes(rows: pl.DataFrame, lf: PythonLF) -> np.ndarray:
+    """A `python` LF's votes, one call per row; the first row it raises on or votes outside HIGH/LOW/ABSTAIN
+    fails the whole application with the function's name, that row's index (0-based) and its candidate id."""
+    try:
+        fn = lf.resolve()
+    except Exception as e:
+        raise LabelingFunctionError(
+            f"labeling function {lf.name!r}: cannot import {lf.callable} ({type(e).__name__}: {e})", lf.name
+        ) from e
+    out = np.full(rows.height, ABSTAIN, dtype=np.int8)
+    for i, row in enumerate(rows.iter_rows(named=True)):
+        if not lf.in_scope(row):
+            continue
+        cid = row.get("candidate_id")
+        try:
+            value = fn(row)
+        except Exception as e:
+            raise LabelingFunctionError(
+                f"labeling function {lf.name!r} raised {type(e).__name__}: {e} for candidate {cid} (row {i})",
+                lf.name,
+                i,
+                cid,
+            ) from e
+        if not _valid_vote(value):
+            raise LabelingFunctionError(
+                f"labeling function {lf.name!r} returned {value!r} for candidate {cid} (row {i}); "
+                "expected 1 (high), 0 (low) or -1 (abstain)",
+                lf.name,
+                i,
+                cid,
+            )
+        out[i] = int(value)
+    return out
 
 
 def snorkel_lfs(lfs: Sequence[Any]) -> list[SnorkelLF]:
@@ -295,7 +433,7 @@ def lf_catalog(lfs: Sequence[Any]) -> pl.DataFrame:
             "lf_name": [lf.name for lf in lfs],
             "kind": [lf.kind for lf in lfs],
             "version": [lf.version for lf in lfs],
-            "vote": [lf.vote for lf in lfs],
+            "vote": [lf.vote_label for lf in lfs],
             "description": [lf.description for lf in lfs],
         }
     )
@@ -323,6 +461,53 @@ def lf_summary(votes: pl.DataFrame, lf_names: Sequence[str]) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows)
+
+
+def lf_analysis(
+    votes: pl.DataFrame,
+    lfs: Sequence[Any],
+    gold: pl.DataFrame | None = None,
+    estimated_accuracy: Mapping[str, float] | None = None,
+) -> pl.DataFrame:
+    """Per-LF analysis: `lf_summary` (polarity, coverage, overlaps, conflicts) plus the LF's version and kind,
+    the label model's estimated accuracy when given, and its empirical accuracy against SME gold.
+
+    `gold` has `candidate_id` and `label` (HIGH/LOW) for the rows SMEs judged; an LF's empirical accuracy is its
+    correct votes over its non-abstain votes on those rows (Snorkel's `lf_empirical_accuracies` restricted to
+    gold rows), null when it voted on none of them (Snorkel would report 0).
+    """
+    names = [lf.name for lf in lfs]
+    summary = lf_summary(votes, names)
+    n_gold = correct = incorrect = [0] * len(names)
+    if gold is not None and gold.height:
+        joined = votes.select("candidate_id", *names).join(
+            gold.select("candidate_id", pl.col("label").cast(pl.Int8).alias("__gold")), on="candidate_id"
+        )
+        mat = joined.select(names).to_numpy()
+        y = joined["__gold"].to_numpy()[:, None]
+        active = mat != ABSTAIN
+        correct = (active & (mat == y)).sum(axis=0).tolist()
+        incorrect = (active & (mat != y)).sum(axis=0).tolist()
+        n_gold = [joined.height] * len(names)
+    est = estimated_accuracy or {}
+    return summary.select(
+        pl.col("lf_name"),
+        pl.Series("lf_version", [lf.version for lf in lfs], dtype=pl.String),
+        pl.Series("kind", [lf.kind for lf in lfs], dtype=pl.String),
+        pl.col("polarity").list.eval(pl.element().cast(pl.String)).list.join(",").alias("polarity"),
+        "coverage",
+        "overlaps",
+        "conflicts",
+        pl.Series("estimated_accuracy", [est.get(n) for n in names], dtype=pl.Float64),
+        pl.Series("n_gold", n_gold, dtype=pl.Int64),
+        pl.Series("gold_correct", correct, dtype=pl.Int64),
+        pl.Series("gold_incorrect", incorrect, dtype=pl.Int64),
+    ).with_columns(
+        pl.when(pl.col("gold_correct") + pl.col("gold_incorrect") > 0)
+        .then(pl.col("gold_correct") / (pl.col("gold_correct") + pl.col("gold_incorrect")))
+        .otherwise(None)
+        .alias("empirical_accuracy")
+    )
 
 
 # --- polars' regex dialect in Python's `re` -----------------------------------------------------------------

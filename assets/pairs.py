@@ -6,11 +6,19 @@ import polars as pl
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
-from prefscale.pairs import select_pairs
+from prefscale.pairs import DROP_REASONS, select_pairs
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
 
 PREFERENCE_PAIRS = dg.AssetKey("preference_pairs")
+
+
+def _quantiles(col: pl.Series) -> list[float]:
+    """mean, min, p10, median, p90, max of a column (zeros when it is empty)."""
+    if col.len() == 0:
+        return [0.0] * 6
+    c = col.cast(pl.Float64)
+    return [c.mean(), c.min(), c.quantile(0.1, "linear"), c.median(), c.quantile(0.9, "linear"), c.max()]
 
 
 @dg.asset(
@@ -58,20 +66,53 @@ def preference_pairs(
     )
     p = sel.pairs
     same = int((p["chosen_id"] == p["rejected_id"]).sum())
-    reasons = sel.dropped.group_by("reason").len().sort("reason") if sel.dropped.height else sel.dropped
+    reasons = (
+        sel.dropped.group_by("reason")
+        .agg(pl.len().alias("prompts"), pl.col("prompt_id").sort().head(3).str.join(", ").alias("e.g."))
+        .sort("reason")
+        .with_columns(pl.col("reason").replace_strict(DROP_REASONS, default="").alias("meaning"))
+        if sel.dropped.height
+        else sel.dropped
+    )
     view = p.select(
         "prompt_id",
         pl.col("chosen").list.first().struct.field("content").alias("chosen"),
         pl.col("rejected").list.first().struct.field("content").alias("rejected"),
         "margin",
     ).head(5)
+    n_prompts = cands["prompt_id"].n_unique()
+    stats = pl.DataFrame(
+        [
+            (name, *[round(float(v), 4) for v in _quantiles(p[col])])
+            for name, col in (
+                ("margin (reward)", "margin"),
+                ("length diff chosen−rejected (chars)", "length_diff"),
+            )
+        ],
+        schema=["statistic", "mean", "min", "p10", "median", "p90", "max"],
+        orient="row",
+    )
+    sources = rewards["source"].unique().sort().to_list()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": p.height,
+            "strategy": r.pairs.strategy,
+            "reward_source": ", ".join(sources),
+            "prompts": n_prompts,
+            "pair_rate": round(p.height / max(1, n_prompts), 4),
             "dropped_prompts": sel.dropped.height,
             "dropped_reasons": dg.MetadataValue.md(markdown_table(reasons)) if reasons.height else "none",
             "mean_margin": round(float(p["margin"].mean() or 0.0), 4),
+            "median_margin": round(float(p["margin"].median() or 0.0), 4),
             "mean_length_diff_chars": round(float(p["length_diff"].mean() or 0.0), 1),
+            "chosen_longer_share": round(float((p["length_diff"] > 0).mean() or 0.0), 4),
+            "mean_chosen_chars": round(
+                float(p["chosen"].list.first().struct.field("content").str.len_chars().mean() or 0.0), 1
+            ),
+            "mean_rejected_chars": round(
+                float(p["rejected"].list.first().struct.field("content").str.len_chars().mean() or 0.0), 1
+            ),
+            "margin_and_length": dg.MetadataValue.md(markdown_table(stats)),
             "rejected_unfinished": int(p["rejected_unfinished"].sum()),
             "sample": dg.MetadataValue.md(markdown_table(view)),
             "path": dg.MetadataValue.path(str(ref.path)),

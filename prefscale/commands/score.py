@@ -1,0 +1,147 @@
+"""`prefscale score`: add a `reward` to every (prompt, response) row of a JSON Lines file; or measure a reward
+against AlpacaEval's judge (`--eval-alpaca-pairs DIR`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+HELP = "score (prompt, response) rows with a reward, or measure a reward on AlpacaEval judge annotations"
+DESCRIPTION = """\
+Scoring: read JSON Lines rows with string fields `prompt` and `response` and write the same rows (every other
+field and the key order kept) with a float `reward`, higher is better. The default source, label_model, needs no
+training data: a generic LF pack (recipes/lf_packs/helpfulness.yaml) votes on every row and Snorkel's label
+model, fitted on the input's own votes, gives P(high quality); rows it cannot tell apart are ordered by length.
+reward_model scores with a trained reward model folder (--model), pairrm with a PairRM ranker (--model: hub id,
+ranker folder or `tiny`), comparing the rows that share a prompt. Bad rows (invalid JSON, a missing or
+non-string prompt/response) are listed by line number and nothing is written (exit code 2); the output is
+written to a temporary file and renamed into place.
+
+Measuring (--eval-alpaca-pairs DIR): DIR holds AlpacaEval annotation files of several models against the same
+reference. For each instruction, two models whose judge preferences differ by at least --min-gap form a pair
+(the judge prefers the one with the higher preference). Every answer is scored with the chosen source, and the
+command reports how often the reward prefers the judge's winner, next to "the longer answer wins", overall and
+on two fixed halves of the instructions (dev: the half the LF pack was tuned on; holdout: the other)."""
+
+
+def _print_eval(r: dict[str, Any]) -> None:
+    import polars as pl
+
+    from prefscale.report import text_table
+
+    rows = []
+    for split in ("all", "dev", "holdout"):
+        d = r[split]
+        rows.append(
+            (
+                split,
+                d["pairs"],
+                f"{d['reward_accuracy']:.3f}",
+                d["reward_ties"],
+                f"{d['longer_accuracy']:.3f}",
+                d["only_reward_right"],
+                d["only_longer_right"],
+                f"{d['sign_test_p']:.3f}",
+            )
+        )
+    print(
+        f"{r['source']} on {r['answers']} answers from {', '.join(r['files'])} "
+        f"(pairs: judge preferences {r['min_gap']} or more apart)"
+    )
+    print(
+        text_table(
+            pl.DataFrame(
+                rows,
+                schema=[
+                    "split",
+                    "pairs",
+                    "reward_prefers_winner",
+                    "reward_ties",
+                    "longer_wins",
+                    "only_reward_right",
+                    "only_longer_right",
+                    "sign_test_p",
+                ],
+                orient="row",
+            )
+        )
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from prefscale.score import ScoreInputError, evaluate_alpaca_pairs, score_file
+
+    if args.eval_alpaca_pairs:
+        if args.input or args.output:
+            print("error: --eval-alpaca-pairs takes no --input/--output", file=sys.stderr)
+            return 2
+        try:
+            r = evaluate_alpaca_pairs(
+                args.eval_alpaca_pairs,
+                source=args.reward,
+                pack=args.lf_pack,
+                model=args.model,
+                min_gap=args.min_gap,
+                seed=args.seed,
+            )
+        except (ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(r))
+        else:
+            _print_eval(r)
+        return 0
+    if not args.input or not args.output:
+        print("error: give --input and --output (or --eval-alpaca-pairs DIR)", file=sys.stderr)
+        return 2
+    try:
+        summary = score_file(
+            args.input, args.output, source=args.reward, pack=args.lf_pack, model=args.model, seed=args.seed
+        )
+    except (ScoreInputError, ValueError, OSError) as e:  # bad rows, pack, source or model folder
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"scored {summary['rows']} rows with {summary['source']} -> {args.output} "
+        f"(reward mean {summary['mean']:.4f}, min {summary['min']:.4f}, max {summary['max']:.4f}, "
+        f"{summary['distinct']} distinct)"
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the `score` sub-command to the `prefscale` parser."""
+    from prefscale.score import DEFAULT_PACK, SCORE_SOURCES
+
+    p = subparsers.add_parser(
+        "score", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--input", metavar="IN.jsonl", help="rows with string fields prompt and response")
+    p.add_argument("--output", metavar="OUT.jsonl", help="the same rows with a float reward")
+    p.add_argument(
+        "--reward",
+        choices=SCORE_SOURCES,
+        default="label_model",
+        help="reward source (default label_model: the LF pack + a label model fitted on the input)",
+    )
+    p.add_argument(
+        "--lf-pack",
+        default=DEFAULT_PACK,
+        metavar="NAME|PATH",
+        help=f"label_model: an LF pack in recipes/lf_packs/ or a YAML path (default {DEFAULT_PACK})",
+    )
+    p.add_argument(
+        "--model", help="reward_model: a model folder; pairrm: a hub id, a ranker folder or 'tiny'"
+    )
+    p.add_argument("--seed", type=int, default=0, help="label model / tiny ranker seed (default 0)")
+    p.add_argument(
+        "--eval-alpaca-pairs",
+        metavar="DIR",
+        help="measure the reward on the pairs implied by the AlpacaEval annotation files in DIR",
+    )
+    p.add_argument("--min-gap", type=float, default=0.5, help="--eval-alpaca-pairs: preference gap (0.5)")
+    p.add_argument("--json", action="store_true", help="--eval-alpaca-pairs: one JSON object")
+    p.set_defaults(func=_run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,12 @@ def log_training_run(
     final_metrics: Mapping[str, float],
     tags: Mapping[str, str],
     artifacts: Mapping[str, Any] | None = None,
+    datasets: Sequence[tuple[Any, Mapping[str, str]]] = (),
 ) -> str:
-    """Log a finished training run (params, per-step metrics, tags, JSON artifacts); return its run id."""
+    """Log a finished training run (params, per-step metrics, tags, JSON artifacts, dataset inputs); its id.
+
+    `datasets` are (MLflow dataset, input tags) pairs, e.g. from `pairs_dataset`.
+    """
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(tracking_uri)
@@ -67,6 +72,8 @@ def log_training_run(
         )
         for name, obj in (artifacts or {}).items():
             client.log_text(run_id, json.dumps(obj, indent=2, default=str), name)
+        if datasets:
+            log_dataset_inputs(tracking_uri, run_id, datasets)
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.set_terminated(run_id, "FAILED")
@@ -104,3 +111,100 @@ def find_training_runs(tracking_uri: str, experiment: str, checkpoint_sha256: st
         }
         for r in runs
     ]
+
+
+# --- datasets and the model registry -------------------------------------------------------------------------
+
+MLFLOW_DIGEST_CHARS = 32  # MLflow stores a dataset digest in at most 36 characters
+
+
+def pairs_dataset(
+    pairs: Any, *, name: str, source: str, sha256: str, context: str = "training"
+) -> tuple[Any, dict[str, str]]:
+    """(MLflow dataset, input tags) for a preference-pairs table: text columns, digest from its sha256.
+
+    The messages columns (lists of {role, content}) become their text, so MLflow can profile the table. The
+    dataset's digest is the first 32 hex digits of the artifact's sha256; the full digest is an input tag.
+    """
+    import mlflow.data
+
+    def text(col: str) -> list[str]:
+        return ["\n".join(m["content"] for m in msgs) for msgs in pairs[col].to_list()]
+
+    cols = {c: text(c) for c in ("prompt", "chosen", "rejected")}
+    for c in ("prompt_id", "chosen_reward", "rejected_reward", "margin"):
+        if c in pairs.columns:
+            cols[c] = pairs[c].to_list()
+    import pandas as pd
+
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local file, either way
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(
+            pd.DataFrame(cols),
+            source=source,
+            name=name,
+            digest=sha256[:MLFLOW_DIGEST_CHARS] if sha256 else None,
+        )
+    tags = {"mlflow.data.context": context, "sha256": sha256, "rows": str(len(cols["prompt"]))}
+    return ds, tags
+
+
+def log_dataset_inputs(
+    tracking_uri: str, run_id: str, datasets: Sequence[tuple[Any, Mapping[str, str]]]
+) -> None:
+    """Log (dataset, tags) pairs as the run's inputs (`mlflow.log_input` for an explicit run)."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = [
+        DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(k, str(v)) for k, v in tags.items()])
+        for ds, tags in datasets
+    ]
+    _client(tracking_uri).log_inputs(run_id, datasets=inputs)
+
+
+def registered_model_name(recipe: str) -> str:
+    return f"prefscale-{recipe}"
+
+
+def register_checkpoint(
+    tracking_uri: str,
+    name: str,
+    *,
+    source: str,
+    run_id: str,
+    tags: Mapping[str, str],
+    description: str = "",
+) -> str:
+    """Register `source` (a checkpoint folder) as a new version of registered model `name`; return the version.
+
+    Works against the sqlite tracking store without a server. The registered model is created on first use.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(
+                name, description="prefscale DPO checkpoints, one version per dpo_checkpoint materialization"
+            )
+        except MlflowException:
+            client.get_registered_model(name)  # created concurrently: fine; anything else: raise
+    mv = client.create_model_version(
+        name,
+        source=source,
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        description=description or None,
+    )
+    return str(mv.version)
+
+
+def find_model_versions(tracking_uri: str, name: str, checkpoint_sha256: str | None = None) -> list[Any]:
+    """Registered versions of `name` (optionally only those of one checkpoint digest), newest first."""
+    client = _client(tracking_uri)
+    versions = client.search_model_versions(f"name = '{name}'")
+    if checkpoint_sha256:
+        versions = [v for v in versions if v.tags.get("checkpoint.sha256") == checkpoint_sha256]
+    return sorted(versions, key=lambda v: int(v.version), reverse=True)

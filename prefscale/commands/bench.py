@@ -57,3 +57,6 @@ def register(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="micro-benchmarks (timings and ratios of core steps)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     _add_lf(benches)
+    from prefscale.bench_dpo import add_parser as add_dpo
+
+    add_dpo(benches)

@@ -37,10 +37,21 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         print(f"error: no warehouse at {db}; run `make run` first", file=sys.stderr)
         return 1
     with duckdb.connect(str(db), read_only=True) as con:
+        # One row per (iteration, judge[, reference]); the AlpacaEval columns only where the warehouse has them
+        # (a warehouse built before alpaca_eval_results existed does not).
+        have = {r[0] for r in con.sql("select column_name from (describe eval_leaderboard)").fetchall()}
+        extra = [
+            f"round({c}, 3) as {c}" if c != "reference" else c
+            for c in ("lc_win_rate", "standard_error", "reference")
+            if c in have
+        ]
+        order = "iteration, judge" + (", reference" if "reference" in have else "")
         board = con.sql(
             "select iteration, judge, round(win_rate, 3) as win_rate, n_total, round(avg_length, 1) as avg_length, "
             "round(mean_adherence, 3) as mean_adherence, round(adherence_gain, 3) as adherence_gain, "
-            "round(unfinished_rate, 3) as unfinished_rate from eval_leaderboard order by iteration"
+            "round(unfinished_rate, 3) as unfinished_rate"
+            + "".join(f", {c}" for c in extra)
+            + f" from eval_leaderboard order by {order}"
         ).pl()
         adh = con.sql(
             "pivot (select iteration, preference, round(rate, 2) as rate from eval_adherence) "
@@ -48,6 +59,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         ).pl()
     print("eval_leaderboard (held-out prompts; win rate vs the base by the SME rubric judge)")
     print(text_table(board))
+    judges = sorted(set(board["judge"].to_list()) - {"sme_rubric"})
+    if judges:
+        print(
+            f"(also judged by {', '.join(judges)} in alpaca_eval_results: win rates on 0-1 against each row's "
+            "reference; lc_win_rate = alpaca_eval's length_controlled_minimal)"
+        )
     print()
     print("eval_adherence (share of held-out responses satisfying each SME preference, by iteration)")
     print(text_table(adh.rename({c: f"iter {c}" for c in adh.columns if c != "preference"})))

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prefscale.labeling import LabelingFunction, validate_lfs
+from prefscale.lf_models import MODEL_KINDS, ModelLabelingFunction, TaskClassifier
 
 RECIPES_DIR = Path(os.environ.get("PREFSCALE_RECIPES_DIR", Path(__file__).resolve().parents[1] / "recipes"))
 
@@ -102,20 +103,146 @@ class LabelModelConfig(_Strict):
     lr: float = Field(default=0.01, gt=0)
     l2: float = Field(default=1.0, ge=0, description="pulls LF accuracies toward prec_init")
     prec_init: float = Field(default=0.8, gt=0.5, lt=1)
+    use_gold: Literal["report", "class_balance"] = Field(
+        default="report",
+        description="SME gold (asset sme_annotations): report: only score the label model and majority vote "
+        "on it; class_balance: also pass it to the label model as Y_dev (it sets the class balance)",
+    )
 
 
 class LabelingConfig(_Strict):
-    functions: tuple[LabelingFunction, ...] = Field(min_length=1)
+    """The SMEs' labeling functions, the optional task-type classifier, and the label model.
+
+    `functions` holds the kinds that run on a row alone (text patterns and `python`); the model-backed kinds
+    (`llm_prompt`, `perplexity`, `similarity`) go in `model_functions`. A recipe may list both in `functions`:
+    the model-backed entries are moved to `model_functions` when parsed. `all_functions` is every function, the
+    label matrix's columns in that order.
+    """
+
+    functions: tuple[LabelingFunction, ...] = ()
+    model_functions: tuple[ModelLabelingFunction, ...] = ()
+    task_classifier: TaskClassifier | None = None
     label_model: LabelModelConfig = LabelModelConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _route_model_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("functions"), list | tuple):
+            listed = list(data["functions"])
+            moved = [f for f in listed if isinstance(f, dict) and f.get("kind") in MODEL_KINDS]
+            if moved:
+                data = dict(data)
+                data["functions"] = [f for f in listed if f not in moved]
+                data["model_functions"] = [*moved, *(data.get("model_functions") or [])]
+        return data
 
     @model_validator(mode="after")
     def _unique(self) -> LabelingConfig:
-        validate_lfs(self.functions)
+        validate_lfs(self.all_functions)
+        return self
+
+    @property
+    def all_functions(self) -> tuple[Any, ...]:
+        """Every labeling function: `functions`, then `model_functions`."""
+        return (*self.functions, *self.model_functions)
+
+
+class RewardModelSettings(_Strict):
+    """The weak-supervision reward model (`prefscale.reward_model`, asset `reward_model`).
+
+    A sequence-classification head (one logit) on a small Llama, trained on iteration 1's candidates against the
+    label model's soft labels P(high) and reused by every later iteration (its inputs do not change with them).
+    """
+
+    init: Literal["policy", "scratch"] = Field(
+        default="policy",
+        description="policy: the base policy's weights and tokenizer under a new head; scratch: a random Llama "
+        "of the size below with the base policy's tokenizer (for a large pretrained policy)",
+    )
+    hidden_size: int = Field(default=64, ge=16, description="scratch only")
+    num_layers: int = Field(default=2, ge=1, description="scratch only")
+    num_heads: int = Field(default=2, ge=1, description="scratch only")
+    epochs: int = Field(default=2, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    max_length: int = Field(
+        default=256, ge=16, description="tokens of prompt + response (truncated on the left)"
+    )
+
+
+class RewardSource(_Strict):
+    """One reward source and its weight in the ensemble."""
+
+    source: Literal["label_model", "reward_model", "pairrm"]
+    weight: float = Field(default=1.0, gt=0)
+    model: str | None = Field(
+        default=None,
+        description="pairrm only: hub id, ranker folder, or 'tiny' (a random tiny ranker: a code-path check); "
+        "default 'tiny' for the embedded policy, else 'llm-blender/PairRM'",
+    )
+
+    @model_validator(mode="after")
+    def _model_for_pairrm(self) -> RewardSource:
+        if self.model is not None and self.source != "pairrm":
+            raise ValueError(f"model is only used by source 'pairrm', not {self.source!r}")
         return self
 
 
 class RewardConfig(_Strict):
-    source: Literal["label_model"] = "label_model"
+    """Where rewards come from: one source, or several combined by a weighted ensemble (`prefscale.rewards`).
+
+    `reward: {source: label_model}` (optionally with `model:`) is shorthand for a one-item `sources` list. One
+    source: the reward is its raw score. Several: each score is normalised per prompt (`ensemble`: `zscore`,
+    `rank` in [0, 1], or `none`) and the reward is the weighted mean.
+    """
+
+    sources: tuple[RewardSource, ...] = (RewardSource(source="label_model"),)
+    ensemble: Literal["zscore", "rank", "none"] = "zscore"
+    reward_model: RewardModelSettings = RewardModelSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("source") is None:  # null: not given (lets overrides switch)
+            data = {k: v for k, v in data.items() if k != "source"}
+        if isinstance(data, dict) and "source" in data:
+            if "sources" in data:
+                raise ValueError("give either reward.source (one source) or reward.sources, not both")
+            data = dict(data)
+            one = {"source": data.pop("source")}
+            if "model" in data:
+                one["model"] = data.pop("model")
+            data["sources"] = [one]
+        return data
+
+    @model_validator(mode="after")
+    def _unique(self) -> RewardConfig:
+        if not self.sources:
+            raise ValueError("reward.sources must list at least one source")
+        names = [s.source for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"reward sources listed more than once: {dupes}")
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.source for s in self.sources)
+
+    @property
+    def source(self) -> str:
+        """The one source's name, or `ensemble`."""
+        return self.sources[0].source if len(self.sources) == 1 else "ensemble"
+
+
+class SFTConfig(_Strict):
+    """The reward-curated SFT subset (asset `curated_sft`): the top `top_quantile` of candidates by reward."""
+
+    top_quantile: float = Field(default=0.25, gt=0, le=1, description="share of candidates kept")
+    scope: Literal["global", "per_prompt"] = Field(
+        default="global", description="rank all of an iteration's candidates together, or each prompt's"
+    )
+    drop_unfinished: bool = Field(default=True, description="never keep a sample cut at max_new_tokens")
 
 
 class PairsConfig(_Strict):
@@ -149,24 +276,111 @@ class LoraConfig(_Strict):
 
 
 class DPOSettings(_Strict):
-    """Maps onto TRL's DPOConfig."""
+    """The recipe's `dpo` section, mapped one-to-one onto TRL's `DPOConfig` (and PEFT's `LoraConfig`).
 
-    loss_type: Literal["sigmoid", "ipo", "robust", "hinge", "sppo_hard"] = "sigmoid"
+    `lora: null` trains every weight. `reference` is the policy the KL term is measured against: `previous`
+    (the policy this iteration starts from, as in SPPO and Snorkel's loop) or the fixed `base` policy.
+    `save_steps` writes trainer checkpoints (null: none) that a crashed run resumes from; `num_processes` > 1
+    or an `accelerate_config` file launches `prefscale train-dpo` through `accelerate launch`.
+    """
+
+    loss_type: Literal["sigmoid", "ipo", "robust", "hinge", "sppo_hard", "sigmoid_norm"] = Field(
+        default="sigmoid", description="sigmoid_norm: the length-normalised sigmoid loss"
+    )
     beta: float = Field(default=0.1, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="robust: label flip probability")
     learning_rate: float = Field(default=2e-3, gt=0)
-    lr_scheduler_type: str = "cosine"
+    lr_scheduler_type: Literal[
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+        "constant",
+        "constant_with_warmup",
+        "inverse_sqrt",
+        "cosine_with_min_lr",
+        "warmup_stable_decay",
+    ] = "cosine"
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     num_train_epochs: float = Field(default=2.0, gt=0)
     per_device_train_batch_size: int = Field(default=16, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    max_length: int = Field(default=256, ge=16)
+    max_length: int = Field(default=256, ge=16, description="tokens of prompt + response; passed explicitly")
     gradient_checkpointing: bool = False
+    precompute_ref_log_probs: bool = False
+    reference: Literal["previous", "base"] = "previous"
+    save_steps: int | None = Field(default=10, ge=1, description="trainer checkpoint interval (null: none)")
+    save_total_limit: int = Field(default=2, ge=1, description="trainer checkpoints kept in the work dir")
+    num_processes: int = Field(default=1, ge=1, description="> 1: accelerate launch (DDP, gloo on CPU)")
+    accelerate_config: str | None = Field(
+        default=None, description="accelerate config file (DeepSpeed/FSDP), e.g. deploy/accelerate/zero2.yaml"
+    )
     lora: LoraConfig | None = LoraConfig()
 
 
 class EvaluationConfig(_Strict):
+    """Held-out evaluation (`eval_results`: the rubric judge) and the AlpacaEval-style results per judge.
+
+    `judge` is the primary judge of `eval_results` and the leaderboard; `judges` (default: just `judge`) are the
+    judges `alpaca_eval_results` runs, `judge` first. `reference` is what each model is compared against:
+    `heldout_base` (the base policy's samples on the held-out prompts), `alpaca_eval` (the 805 AlpacaEval
+    instructions with GPT-4 Turbo's outputs, from the Hugging Face Hub) or a path to a JSON/JSONL file of
+    `instruction` + `output` rows (see `prefscale.eval_sets`).
+    """
+
     samples_per_prompt: int = Field(default=5, ge=1)
     judge: Literal["rubric"] = "rubric"
+    judges: (
+        tuple[Literal["rubric", "pairrm", "weak_supervision", "local_llm", "alpaca_eval_gpt4_turbo"], ...]
+        | None
+    ) = Field(default=None, description="judges of alpaca_eval_results; default [judge]")
+    reference: str = Field(
+        default="heldout_base", description="heldout_base | alpaca_eval | <path to JSON/JSONL>"
+    )
+    annotator_config: str = Field(
+        default="weighted_alpaca_eval_gpt4_turbo",
+        description="alpaca_eval annotator config (name or path) of the alpaca_eval_gpt4_turbo judge",
+    )
+    pairrm_model: str = Field(
+        default="tiny",
+        description="pairrm judge: a llm-blender ranker folder or hub id (llm-blender/PairRM), or 'tiny' for a "
+        "random offline ranker (exercises the code path, judges nothing)",
+    )
+    local_llm_model: str | None = Field(
+        default=None,
+        description="local_llm judge: a from_pretrained folder or hub id; default the base policy",
+    )
+    judge_batch_size: int = Field(default=8, ge=1, description="batch size of the model-based judges")
+    eval_set_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="alpaca_eval / file references: evaluate only the first N instructions",
+    )
+
+    @model_validator(mode="after")
+    def _judges_and_reference(self) -> EvaluationConfig:
+        if self.judges is not None:
+            if not self.judges:
+                raise ValueError("evaluation.judges must name at least one judge")
+            dupes = sorted({j for j in self.judges if self.judges.count(j) > 1})
+            if dupes:
+                raise ValueError(f"evaluation.judges lists {dupes} more than once")
+            if self.judges[0] != self.judge:
+                raise ValueError(
+                    f"evaluation.judges must start with evaluation.judge ({self.judge!r}), the primary judge"
+                )
+        ref = self.reference
+        if ref not in ("heldout_base", "alpaca_eval") and not Path(ref).expanduser().is_file():
+            raise ValueError(
+                "evaluation.reference must be heldout_base, alpaca_eval or a path to a JSON/JSONL file "
+                f"of instruction + output rows; no such file: {ref}"
+            )
+        return self
+
+    @property
+    def all_judges(self) -> tuple[str, ...]:
+        """The judges of `alpaca_eval_results`: `judges`, or just the primary `judge`."""
+        return tuple(self.judges) if self.judges is not None else (self.judge,)
 
 
 class Recipe(_Strict):
@@ -182,6 +396,7 @@ class Recipe(_Strict):
     labeling: LabelingConfig
     reward: RewardConfig = RewardConfig()
     pairs: PairsConfig = PairsConfig()
+    sft: SFTConfig = SFTConfig()
     dpo: DPOSettings = DPOSettings()
     evaluation: EvaluationConfig = EvaluationConfig()
 

@@ -9,5 +9,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "prefscale.commands.alpacaeval",
     "prefscale.commands.bench",
     "prefscale.commands.score",
+    "prefscale.commands.ablation",
     "prefscale.commands.audit",
+    "prefscale.commands.train",
 )

@@ -84,12 +84,12 @@ def _rewards(
 ) -> pl.DataFrame:
     """The recipe's rewards for one iteration (the reward model, if a source, is trained on iteration 1)."""
     from prefscale.label_model import fit_label_model
-    from prefscale.labeling import apply_lfs
+    from prefscale.lf_models import LFContext, apply_all_lfs
     from prefscale.rewards import combine_rewards, source_scores
 
-    lfs = recipe.labeling.functions
+    lfs = recipe.labeling.all_functions  # the model-backed ones run on the arm's base policy, as in lf_votes
     lm = recipe.labeling.label_model
-    votes = apply_lfs(cands, lfs)
+    votes = apply_all_lfs(cands, lfs, LFContext(compute=compute, base_policy=work / "base"))
     labels = fit_label_model(
         votes,
         [lf.name for lf in lfs],

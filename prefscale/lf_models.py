@@ -282,6 +282,7 @@ class LFContext:
     compute: Any = None  # prefscale.compute.Compute; default: resolved `auto`
     cache: dict[tuple[str, str], Any] = field(default_factory=dict)
     used: dict[str, Any] = field(default_factory=dict)  # model reference -> ArtifactRef (store artifacts)
+    base_policy: str | Path | None = None  # a folder `base_policy` names when there is no store (in process)
 
     def _compute(self) -> Any:
         if self.compute is None:
@@ -293,8 +294,12 @@ class LFContext:
     def model_path(self, ref: str) -> str:
         """A local folder or hub id for a model reference (`base_policy`, a folder, a hub id, a package)."""
         if ref == BASE_POLICY_ALIAS:
+            if self.base_policy is not None:
+                return str(self.base_policy)
             if self.store is None:
-                raise ValueError("model 'base_policy' needs an artifact store in the labeling context")
+                raise ValueError(
+                    "model 'base_policy' needs an artifact store (or a base_policy folder) in the labeling context"
+                )
             from prefscale.storage import UNPARTITIONED
 
             art = self.store.current(BASE_POLICY_ALIAS, UNPARTITIONED)

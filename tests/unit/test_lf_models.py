@@ -343,6 +343,10 @@ def test_base_policy_alias_resolves_through_the_store_and_is_recorded(tiny_polic
     assert context.used["base_policy"].version == ref.version
     with pytest.raises(ValueError, match="artifact store"):
         LFContext(compute=cpu).model_path("base_policy")
+    # In process (prefscale ablation), without a store: a given folder, the same votes.
+    in_process = LFContext(compute=cpu, base_policy=folder)
+    assert in_process.model_path("base_policy") == str(folder)
+    assert apply_all_lfs(candidates(1, 2), [lf], in_process).equals(out)
 
 
 # --- similarity ---------------------------------------------------------------------------------------------

@@ -195,18 +195,27 @@ def _uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _generate_batch(
-    model: Any, tokenizer: Any, texts: list[str], seeds: list[int], sampling: Sampling
-) -> list[Sample]:
+def generate_ids(
+    model: Any,
+    enc: Any,
+    seeds: Sequence[int],
+    sampling: Sampling,
+    *,
+    eos: int | None,
+    pad: int | None,
+    tokenizer: Any = None,
+) -> tuple[torch.Tensor, list[float], float, float]:
+    """Sample from left-padded `enc` (input_ids, attention_mask) with a seed per row; `model.generate` with the
+    KV cache. Returns (new tokens [batch, <= max_new_tokens], the time of each step, start, end).
+
+    `eos=None` never stops early (benchmarks). `tokenizer` is needed only for stop strings.
+    """
     from transformers import GenerationConfig, LogitsProcessorList
 
-    device = next(model.parameters()).device
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     prompt_len = enc["input_ids"].shape[1]
     sampler = _PerRowSampler(
         _uniforms(seeds, sampling.max_new_tokens), prompt_len, sampling.temperature, sampling.top_p
     )
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     config = GenerationConfig(
         do_sample=False,
         max_new_tokens=sampling.max_new_tokens,
@@ -221,9 +230,17 @@ def _generate_batch(
         logits_processor=LogitsProcessorList([sampler]),
         tokenizer=tokenizer if sampling.stop else None,
     )
-    t_end = time.perf_counter()
-    gen = out[:, prompt_len:].cpu().tolist()
-    times = sampler.step_times
+    return out[:, prompt_len:], sampler.step_times, t0, time.perf_counter()
+
+
+def _generate_batch(
+    model: Any, tokenizer: Any, texts: list[str], seeds: list[int], sampling: Sampling
+) -> list[Sample]:
+    device = next(model.parameters()).device
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    new, times, t0, t_end = generate_ids(model, enc, seeds, sampling, eos=eos, pad=pad, tokenizer=tokenizer)
+    gen = new.cpu().tolist()
     samples = []
     for toks in gen:
         if eos in toks:  # n_tokens counts the response's tokens, not the end token

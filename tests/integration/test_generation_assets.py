@@ -1,6 +1,6 @@
 """Candidates through each backend and best-of-N through real Dagster on the tiny model (one iteration).
 
-One fresh PREFSCALE_HOME: bootstrap, iteration 1 (with best_of_n), the warehouse. The endpoint tests sample
+One fresh PREFSCALE_HOME: bootstrap, iteration 1 (with best_of_n and alpaca_eval_results), the warehouse. The endpoint tests sample
 iteration 2's candidates from a local OpenAI-compatible server, then from one that fails: the failed
 materialization publishes nothing and leaves the earlier version current.
 """
@@ -37,7 +37,7 @@ def one_iteration(tmp_path_factory):
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
         p = Pipeline(home=home, instance=instance, assets=list(definitions.defs.assets), resources=resources)
         assert p.materialize(BOOTSTRAP_ASSETS).success
-        assert p.materialize([*ITERATION_ASSETS, "best_of_n"], partition="1").success
+        assert p.materialize([*ITERATION_ASSETS, "best_of_n", "alpaca_eval_results"], partition="1").success
         assert p.materialize("warehouse").success
         yield p
     if saved is None:
@@ -111,6 +111,17 @@ def test_leaderboard_shows_best_of_n_beside_the_checkpoint(one_iteration, capsys
         ).pl()
         adh = con.sql("select distinct generator from eval_adherence order by generator").pl()
     assert board.select("iteration", "variant", "generator").rows() == [
+        (0, "base", "base"),
+        (1, "checkpoint", "dpo-iter1"),
+        (1, "best_of_n", "dpo-iter1+bo4"),
+    ]
+    with duckdb.connect(str(one_iteration.home / "warehouse.duckdb"), read_only=True) as con:
+        ws = con.sql(
+            "select iteration, variant, generator from eval_leaderboard where judge = 'weak_supervision' "
+            "order by iteration, generator"
+        ).pl()
+    # alpaca_eval_results judged the best-of-N samples too: their rows carry the same generator
+    assert ws.rows() == [
         (0, "base", "base"),
         (1, "checkpoint", "dpo-iter1"),
         (1, "best_of_n", "dpo-iter1+bo4"),

@@ -21,7 +21,7 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 
-ITERATION_ASSETS := prompts,candidates,lf_votes,quality_labels,reward_scores,preference_pairs,dpo_checkpoint,eval_results,alpaca_eval_results
+ITERATION_ASSETS := prompts,candidates,lf_votes,quality_labels,reward_scores,preference_pairs,dpo_checkpoint,eval_results,best_of_n,alpaca_eval_results
 LOG_INFO := '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 DAGSTER := $(BIN)/dagster asset materialize -m definitions --config-json $(LOG_INFO)
 

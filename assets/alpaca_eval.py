@@ -10,14 +10,16 @@ functions (`prefscale.judges`, `prefscale.alpacaeval`). The reference (`evaluati
   the recipe's generation settings, the evaluation seed), judged against the reference outputs; the base row
   is then a real measurement.
 
-Every partition also writes the base's rows (iteration 0); `eval_leaderboard` keeps one copy. Best-of-N: when an
-asset stores best-of-N held-out samples per iteration (`BEST_OF_N_ASSET`, table `samples`, the columns of
-`eval_results`' samples), they are judged too, as variant `best_of_n` (`best_of_n_samples` is the hook).
+Every partition also writes the base's rows (iteration 0); `eval_leaderboard` keeps one copy. Best-of-N: when the
+`best_of_n` asset holds the iteration's best-of-N held-out samples (table `samples`, the columns of
+`eval_results`' samples) made from the current checkpoint, they are judged too (reference `heldout_base`), as
+variant `best_of_n`.
 """
 
 import dagster as dg
 import polars as pl
 
+from assets.best_of_n import BEST_OF_N, best_of_n_if_enabled
 from assets.checkpoints import DPO_CHECKPOINT
 from assets.evaluation import EVAL_BASELINE, EVAL_RESULTS, EVAL_SEED
 from assets.partitions import ITERATIONS, iteration_of
@@ -28,8 +30,8 @@ from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, Missing
 from resources import ComputeResource, MLflowResource, RecipeResource, StorageResource
 
 ALPACA_EVAL_RESULTS = dg.AssetKey("alpaca_eval_results")
-BEST_OF_N_ASSET = "eval_best_of_n"
-"""The hook for best-of-N: an asset of that name, partitioned by iteration, with a `samples` table."""
+BEST_OF_N_ASSET = BEST_OF_N.path[-1]
+"""The best-of-N asset (`assets.best_of_n`): partitioned by iteration, with a `samples` table."""
 
 SHOWN = [
     "variant",
@@ -47,10 +49,18 @@ SHOWN = [
 
 
 def best_of_n_samples(store: ArtifactStore, iteration: int) -> tuple[ArtifactRef, pl.DataFrame] | None:
-    """Best-of-N held-out samples for the iteration, when an asset provides them (None otherwise)."""
+    """Best-of-N held-out samples for the iteration, when `best_of_n` holds some made from the current checkpoint.
+
+    None when it was never materialized, or was made from an older `dpo_checkpoint` version (stale).
+    """
     try:
         ref = store.current(BEST_OF_N_ASSET, str(iteration))
+        ckpt = store.current(DPO_CHECKPOINT.path[-1], str(iteration))
+        manifest = store.manifest(ref)
     except (MissingArtifactError, ValueError):
+        return None
+    made_from = {(x["asset"], x["partition"]): x["version"] for x in manifest.get("inputs", [])}
+    if made_from.get((ckpt.asset, ckpt.partition)) != ckpt.version:
         return None
     path = ref.file("samples.parquet")
     return (ref, pl.read_parquet(path)) if path.is_file() else None
@@ -114,6 +124,7 @@ def _eval_set_comparisons(store: ArtifactStore, i: int, r, compute: ComputeResou
             top_p=g.top_p,
             batch_size=g.batch_size,
             seed=EVAL_SEED,
+            stop=g.stop,
         )
         name = f"{ref.asset}[{ref.partition}]@{ref.version}" if it else f"{ref.asset}@{ref.version}"
         comparisons.append(Comparison(variant, it, name, eval_set_pairs(es, samples), _unfinished(samples)))
@@ -147,7 +158,7 @@ def _plot_frame(store: ArtifactStore, metrics: pl.DataFrame, i: int, iterations:
     code_version="1",
     partitions_def=ITERATIONS,
     pool="gpu",
-    deps=[EVAL_RESULTS, EVAL_BASELINE, EVAL_PROMPTS],
+    deps=[EVAL_RESULTS, EVAL_BASELINE, EVAL_PROMPTS, *best_of_n_if_enabled()],
     description="The iteration's checkpoint and the base judged against the reference (held-out base samples, "
     "AlpacaEval's GPT-4 Turbo outputs, or a file) by each judge of the recipe, in alpaca_eval's annotation "
     "format; AlpacaEval metrics per judge (win rate, standard error, LC win rate, counts, length) on 0-1.",

@@ -1,4 +1,4 @@
-"""`candidates`: N sampled responses per prompt from the policy the iteration starts from."""
+"""`candidates`: N sampled responses per prompt from the policy the iteration starts from, by the recipe's backend."""
 
 import json
 import time
@@ -16,12 +16,23 @@ CANDIDATES = dg.AssetKey("candidates")
 
 
 def sampling_params(g) -> dict[str, object]:
-    return {
+    out: dict[str, object] = {
         "n": g.num_candidates,
         "temperature": g.temperature,
         "top_p": g.top_p,
         "max_new_tokens": g.max_new_tokens,
     }
+    if g.stop:
+        out["stop"] = list(g.stop)
+    return out
+
+
+def backend_params(g) -> dict[str, object]:
+    """The backend and its settings for the manifest (an endpoint's URL and model; never its key)."""
+    if g.backend == "endpoint":
+        e = g.endpoint
+        return {"backend": "endpoint", "base_url": e.base_url, "model": e.model}
+    return {"backend": g.backend}
 
 
 @dg.asset(
@@ -32,8 +43,9 @@ def sampling_params(g) -> dict[str, object]:
     partitions_def=ITERATIONS,
     pool="gpu",
     deps=[PROMPTS, BASE_POLICY],
-    description="N responses per prompt sampled (batched) from the base policy for iteration 1, else from the "
-    "previous iteration's dpo_checkpoint.",
+    description="N responses per prompt sampled from the base policy for iteration 1, else from the previous "
+    "iteration's dpo_checkpoint, by the recipe's generation backend (transformers, vllm or an endpoint); "
+    "tokens, finish reason and latency per response.",
     check_specs=[dg.AssetCheckSpec("no_empty_responses", asset=CANDIDATES)],
 )
 def candidates(
@@ -42,8 +54,7 @@ def candidates(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.generation import generation_stats, sample_responses
-    from prefscale.policy import load_policy
+    from prefscale.generation import generation_stats, make_backend
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)
@@ -51,22 +62,22 @@ def candidates(
     prompts_ref = store.current(PROMPTS.path[-1], str(i))
     prompts = store.read_frame(PROMPTS.path[-1], str(i))
     policy = policy_for_iteration(store, i)
-    model, tok = load_policy(policy.path, compute.resolve())
     g = r.generation
-    t0 = time.perf_counter()
-    cands = sample_responses(
-        model,
-        tok,
-        prompts,
-        g.num_candidates,
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        seed=r.seed * 100 + i,
+    backend = make_backend(
+        g, policy.path, compute.resolve() if g.backend != "endpoint" else None, policy_iteration=i - 1
     )
-    stats = generation_stats(cands, time.perf_counter() - t0)
-    params = {"sampling": sampling_params(g), "seed": r.seed * 100 + i, "policy": policy.path.name}
+    seed = r.seed * 100 + i
+    t0 = time.perf_counter()
+    cands, info = backend.generate(prompts, g.num_candidates, seed=seed)
+    seconds = time.perf_counter() - t0
+    stats = generation_stats(cands, seconds)
+    params = {
+        "sampling": sampling_params(g),
+        "seed": seed,
+        "policy": policy.path.name,
+        **({} if g.backend == "transformers" else backend_params(g)),
+    }
+    # published only after every sample came back: a failed backend leaves no partial artifact
     ref = store.write_frame(CANDIDATES.path[-1], str(i), cands, inputs=[prompts_ref, policy], params=params)
     n_empty = int((cands["response"].str.strip_chars() == "").sum())
     sampling = sampling_params(g)
@@ -77,9 +88,19 @@ def candidates(
             "policy": f"{policy.asset}[{policy.partition}]@{policy.version}",
             "policy_path": dg.MetadataValue.path(str(policy.path)),
             "sampling": dg.MetadataValue.json(sampling),
+            "backend": info.backend,
+            "generation_seconds": round(seconds, 3),
+            **(
+                {"batch_size_used": info.batch_size, "oom_backoffs": info.oom_backoffs}
+                if info.batch_size
+                else {}
+            ),
+            **({"requests": info.requests, "retries": info.retries} if info.requests else {}),
             **{k: round(v, 4) for k, v in stats.items()},
             "sample": dg.MetadataValue.md(
-                markdown_table(cands.head(10).select("prompt_id", "sample_idx", "response", "finish_reason"))
+                markdown_table(
+                    cands.head(10).select("prompt_id", "sample_idx", "response", "n_tokens", "finish_reason")
+                )
             ),
             "path": dg.MetadataValue.path(str(ref.path)),
             "version": ref.version,

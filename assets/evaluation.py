@@ -33,6 +33,7 @@ def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResourc
         top_p=g.top_p,
         batch_size=g.batch_size,
         seed=EVAL_SEED,
+        stop=g.stop,
     )
 
 

@@ -45,18 +45,29 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
             for c in ("lc_win_rate", "standard_error", "reference")
             if c in have
         ]
-        order = "iteration, judge" + (", reference" if "reference" in have else "")
+        # the generator (base, dpo-iter<i>, dpo-iter<i>+bo<N>) where the warehouse has it: best-of-N rows sit
+        # beside their plain checkpoint
+        gen = ", generator" if "generator" in have else ""
+        order = "iteration, judge" + (", reference" if "reference" in have else "") + gen
         board = con.sql(
-            "select iteration, judge, round(win_rate, 3) as win_rate, n_total, round(avg_length, 1) as avg_length, "
-            "round(mean_adherence, 3) as mean_adherence, round(adherence_gain, 3) as adherence_gain, "
-            "round(unfinished_rate, 3) as unfinished_rate"
+            f"select iteration, judge{gen}, round(win_rate, 3) as win_rate, n_total, "
+            "round(avg_length, 1) as avg_length, round(mean_adherence, 3) as mean_adherence, "
+            "round(adherence_gain, 3) as adherence_gain, round(unfinished_rate, 3) as unfinished_rate"
             + "".join(f", {c}" for c in extra)
             + f" from eval_leaderboard order by {order}"
         ).pl()
-        adh = con.sql(
-            "pivot (select iteration, preference, round(rate, 2) as rate from eval_adherence) "
-            "on iteration using first(rate) order by preference"
-        ).pl()
+        adh_cols = {r[0] for r in con.sql("select column_name from (describe eval_adherence)").fetchall()}
+        if "generator" in adh_cols:
+            adh = con.sql(
+                "pivot (select generator, preference, round(rate, 2) as rate from eval_adherence) "
+                "on generator using first(rate) order by preference"
+            ).pl()
+        else:
+            adh = con.sql(
+                "pivot (select iteration, preference, round(rate, 2) as rate from eval_adherence) "
+                "on iteration using first(rate) order by preference"
+            ).pl()
+            adh = adh.rename({c: f"iter {c}" for c in adh.columns if c != "preference"})
     print("eval_leaderboard (held-out prompts; win rate vs the base by the SME rubric judge)")
     print(text_table(board))
     judges = sorted(set(board["judge"].to_list()) - {"sme_rubric"})
@@ -65,9 +76,12 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
             f"(also judged by {', '.join(judges)} in alpaca_eval_results: win rates on 0-1 against each row's "
             "reference; lc_win_rate = alpaca_eval's length_controlled_minimal)"
         )
+    if "generator" in board.columns and board["generator"].str.contains(r"\+bo\d+$").any():
+        print("(dpo-iter<i>+bo<N>: the checkpoint with best-of-N at inference, asset best_of_n)")
     print()
-    print("eval_adherence (share of held-out responses satisfying each SME preference, by iteration)")
-    print(text_table(adh.rename({c: f"iter {c}" for c in adh.columns if c != "preference"})))
+    by = "generator" if "generator" in adh_cols else "iteration"
+    print(f"eval_adherence (share of held-out responses satisfying each SME preference, by {by})")
+    print(text_table(adh))
     return 0
 
 

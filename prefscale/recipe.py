@@ -80,14 +80,45 @@ class DataConfig(_Strict):
         return self
 
 
-class GenerationConfig(_Strict):
-    """Candidate sampling."""
+class EndpointSettings(_Strict):
+    """An OpenAI-compatible server (vLLM, TGI, SGLang) answering `POST {base_url}/chat/completions`.
 
+    The server must serve the policy being sampled: `model` may contain `{policy_iteration}`, the iteration of
+    that policy (0: base_policy, k: dpo_checkpoint[k]), e.g. one vLLM LoRA module per checkpoint. `api_key_env` names the environment variable holding the key (the key itself
+    never appears in a recipe, a log or metadata). Each request is bounded by `timeout_s`; a 5xx, 408, 429, a
+    connection error or a timeout is retried `max_retries` times with exponential back-off (`backoff_s`,
+    doubled each retry); any other answer fails at once.
+    """
+
+    base_url: str = Field(pattern=r"^https?://", description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(min_length=1, description="the served model name; may contain {policy_iteration}")
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="env var with the API key"
+    )
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    timeout_s: float = Field(default=60.0, gt=0, description="per request (connect + each read)")
+    max_retries: int = Field(default=3, ge=0, le=10)
+    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles each retry")
+
+
+class GenerationConfig(_Strict):
+    """Candidate sampling, and the backend that samples (`prefscale.generation.make_backend`).
+
+    `transformers` (default): batched in-process generation. `vllm`: vLLM's offline engine on a GPU (`pip install
+    prefscale[vllm]`). `endpoint`: an OpenAI-compatible HTTP server (settings in `endpoint`). `stop` strings end
+    a response like the end token does (they are cut from the text).
+    """
+
+    backend: Literal["transformers", "vllm", "endpoint"] = "transformers"
     num_candidates: int = Field(default=5, description="N responses per prompt (>= 2: a pair needs two)")
     max_new_tokens: int = Field(default=128, ge=1)
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(
+        default=64, ge=1, description="transformers: the first batch size (halved on OOM)"
+    )
+    stop: tuple[str, ...] = Field(default=(), description="stop strings (besides the end token)")
+    endpoint: EndpointSettings | None = Field(default=None, description="backend: endpoint only")
 
     @model_validator(mode="after")
     def _n(self) -> GenerationConfig:
@@ -95,6 +126,14 @@ class GenerationConfig(_Strict):
             raise ValueError(
                 f"generation.num_candidates must be >= 2 to form pairs, got {self.num_candidates}"
             )
+        if self.backend == "endpoint" and self.endpoint is None:
+            raise ValueError(
+                "generation.endpoint (base_url, model, ...) is required when backend is 'endpoint'"
+            )
+        if self.backend != "endpoint" and self.endpoint is not None:
+            raise ValueError(f"generation.endpoint is only used by backend 'endpoint', not {self.backend!r}")
+        if any(not s for s in self.stop):
+            raise ValueError("generation.stop must not contain an empty string")
         return self
 
 
@@ -356,6 +395,20 @@ class EvaluationConfig(_Strict):
         ge=1,
         description="alpaca_eval / file references: evaluate only the first N instructions",
     )
+    best_of_n: int | None = Field(
+        default=None,
+        ge=0,
+        description="asset best_of_n: N samples per held-out prompt from each checkpoint, the best kept by "
+        "best_of_n_source; null or 0 disables",
+    )
+    best_of_n_source: Literal["label_model", "reward_model", "pairrm"] = Field(
+        default="label_model",
+        description="label_model: the recipe's row LFs + a label model fitted on the N samples; reward_model: "
+        "the weak-supervision reward model; pairrm: llm-blender's PairRM (best_of_n_model)",
+    )
+    best_of_n_model: str | None = Field(
+        default=None, description="pairrm only: ranker folder, hub id or 'tiny' (default as reward.pairrm)"
+    )
 
     @model_validator(mode="after")
     def _judges_and_reference(self) -> EvaluationConfig:
@@ -369,6 +422,13 @@ class EvaluationConfig(_Strict):
                 raise ValueError(
                     f"evaluation.judges must start with evaluation.judge ({self.judge!r}), the primary judge"
                 )
+        if self.best_of_n == 1:
+            raise ValueError("evaluation.best_of_n must be >= 2 (or null/0 to disable), got 1")
+        if self.best_of_n_model is not None and self.best_of_n_source != "pairrm":
+            raise ValueError(
+                f"evaluation.best_of_n_model is only used by best_of_n_source 'pairrm', "
+                f"not {self.best_of_n_source!r}"
+            )
         ref = self.reference
         if ref not in ("heldout_base", "alpaca_eval") and not Path(ref).expanduser().is_file():
             raise ValueError(
@@ -376,6 +436,11 @@ class EvaluationConfig(_Strict):
                 f"of instruction + output rows; no such file: {ref}"
             )
         return self
+
+    @property
+    def best_of_n_enabled(self) -> bool:
+        """Whether the `best_of_n` asset has work to do (best_of_n >= 2)."""
+        return bool(self.best_of_n)
 
     @property
     def all_judges(self) -> tuple[str, ...]:

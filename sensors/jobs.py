@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.best_of_n import best_of_n_if_enabled
 from assets.partitions import ITERATIONS
 
 bootstrap_job = dg.define_asset_job(
@@ -23,6 +24,7 @@ alignment_iteration_job = dg.define_asset_job(
         "preference_pairs",
         "dpo_checkpoint",
         "eval_results",
+        *[k.path[-1] for k in best_of_n_if_enabled()],  # best_of_n when the recipe enables it
     ),
     partitions_def=ITERATIONS,
     description="One alignment iteration: prompts → candidates → LF votes → labels → rewards → pairs → DPO → eval.",

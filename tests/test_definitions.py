@@ -13,6 +13,7 @@ PARTITIONED = {
     "preference_pairs",
     "dpo_checkpoint",
     "eval_results",
+    "best_of_n",
 }
 UNPARTITIONED = {
     "base_policy",
@@ -22,7 +23,7 @@ UNPARTITIONED = {
     "eval_leaderboard",
     "eval_adherence",
 }
-GPU = {"base_policy", "candidates", "dpo_checkpoint", "eval_baseline", "eval_results"}
+GPU = {"base_policy", "candidates", "dpo_checkpoint", "eval_baseline", "eval_results", "best_of_n"}
 
 
 def _graph():
@@ -57,7 +58,9 @@ def test_lineage_edges():
     assert parents("preference_pairs") == {"candidates", "reward_scores"}
     assert parents("dpo_checkpoint") == {"preference_pairs", "base_policy"}
     assert parents("eval_results") == {"dpo_checkpoint", "eval_baseline", "eval_prompts"}
-    assert parents("stg_eval_runs") == {"eval_baseline", "eval_results"}
+    assert parents("best_of_n") == {"dpo_checkpoint", "eval_baseline", "eval_prompts", "eval_results"}
+    assert "best_of_n" in parents("alpaca_eval_results")  # the embedded recipe enables best-of-N
+    assert parents("stg_eval_runs") == {"eval_baseline", "eval_results", "best_of_n"}
     assert parents("eval_leaderboard") == {"stg_eval_runs"}
 
 

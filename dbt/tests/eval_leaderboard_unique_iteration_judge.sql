@@ -1,5 +1,5 @@
--- eval_leaderboard has one row per (iteration, judge) for each reference: any duplicate fails the build.
-select iteration, judge, reference, count(*) as n_rows
+-- eval_leaderboard has one row per (iteration, generator, judge) for each reference: any duplicate fails the build.
+select iteration, generator, judge, reference, count(*) as n_rows
 from {{ ref('eval_leaderboard') }}
-group by iteration, judge, reference
+group by iteration, generator, judge, reference
 having count(*) > 1

@@ -53,10 +53,71 @@ def _add_lf(benches: Any) -> None:
     p.set_defaults(func=_run_lf)
 
 
+def _run_generate(args: argparse.Namespace) -> int:
+    from prefscale.bench_generate import CudaUnavailable, bench_generate, bench_generate_gpu
+
+    try:
+        if args.preset == "tiny":
+            result = bench_generate(
+                prompts=args.prompts or 32,
+                samples=args.samples or 5,
+                max_new_tokens=args.max_new_tokens or 64,
+                batch_size=args.batch_size,
+                sequential_prompts=args.sequential_prompts,
+                seed=args.seed,
+                threads=args.threads,
+                progress=_progress,
+            )
+        else:
+            result = bench_generate_gpu(
+                args.preset,
+                prompts=args.prompts or 64,
+                samples=args.samples or 5,
+                max_new_tokens=args.max_new_tokens or 256,
+                seed=args.seed,
+                progress=_progress,
+            )
+    except (CudaUnavailable, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _report(result, args.json)
+
+
+def _add_generate(benches: Any) -> None:
+    p = benches.add_parser(
+        "generate",
+        help="candidate generation: batched vs one at a time (tiny, CPU), or tokens/s vs the decode bound "
+        "(mistral-7b, CUDA)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=["tiny", "mistral-7b"],
+        default="tiny",
+        help="tiny: embedded-shaped random model on CPU (default); mistral-7b: random bf16 weights on CUDA",
+    )
+    p.add_argument("--prompts", type=_positive_int, help="prompts (default 32 tiny, 64 mistral-7b)")
+    p.add_argument("--samples", type=_positive_int, help="samples per prompt (default 5)")
+    p.add_argument(
+        "--max-new-tokens", type=_positive_int, help="new tokens (default 64 tiny, 256 mistral-7b)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=80, help="tiny: batch size (default 80)")
+    p.add_argument(
+        "--sequential-prompts",
+        type=_positive_int,
+        default=4,
+        help="tiny: prompts generated one sample at a time for the baseline rate (default 4)",
+    )
+    p.add_argument("--threads", type=_positive_int, help="tiny: torch CPU threads (default torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=_run_generate)
+
+
 def register(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="micro-benchmarks (timings and ratios of core steps)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     _add_lf(benches)
+    _add_generate(benches)
     from prefscale.bench_dpo import add_parser as add_dpo
 
     add_dpo(benches)

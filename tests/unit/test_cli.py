@@ -127,6 +127,48 @@ def test_leaderboard_prints_both_tables(warehouse_home, capsys):
     assert lines[j + 4].split() == ["uses_list", "0.500", "0.900"]
 
 
+def test_leaderboard_shows_best_of_n_beside_the_checkpoint(tmp_path, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    with duckdb.connect(str(home / "warehouse.duckdb")) as con:
+        con.execute(
+            "create table eval_leaderboard (iteration integer, variant varchar, generator varchar, judge varchar, "
+            "reference varchar, win_rate double, standard_error double, lc_win_rate double, n_total integer, "
+            "avg_length double, mean_adherence double, adherence_gain double, unfinished_rate double)"
+        )
+        con.execute(
+            "insert into eval_leaderboard values "
+            "(1, 'best_of_n', 'dpo-iter1+bo4', 'sme_rubric', 'heldout_base', 0.8, null, null, 60, 90, 0.7, 0.3, 0), "
+            "(1, 'checkpoint', 'dpo-iter1', 'sme_rubric', 'heldout_base', 0.6, null, null, 60, 95, 0.5, 0.1, 0), "
+            "(0, 'base', 'base', 'sme_rubric', 'heldout_base', 0.5, null, null, 60, 99, 0.4, 0.0, 0)"
+        )
+        con.execute(
+            "create table eval_adherence (iteration integer, model varchar, variant varchar, generator varchar, "
+            "preference varchar, rate double)"
+        )
+        con.execute(
+            "insert into eval_adherence values (0, 'm', 'base', 'base', 'uses_list', 0.1), "
+            "(1, 'm', 'checkpoint', 'dpo-iter1', 'uses_list', 0.5), "
+            "(1, 'm', 'best_of_n', 'dpo-iter1+bo4', 'uses_list', 0.75)"
+        )
+    assert main(["leaderboard", "--home", str(home)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("eval_leaderboard"))
+    assert lines[i + 1].split()[:4] == ["iteration", "judge", "generator", "win_rate"]
+    rows = [line.split()[:4] for line in lines[i + 3 : i + 6]]
+    assert rows == [
+        ["0", "sme_rubric", "base", "0.500"],
+        ["1", "sme_rubric", "dpo-iter1", "0.600"],
+        ["1", "sme_rubric", "dpo-iter1+bo4", "0.800"],
+    ]
+    assert any("best-of-N at inference" in line for line in lines)
+    j = lines.index(
+        "eval_adherence (share of held-out responses satisfying each SME preference, by generator)"
+    )
+    assert lines[j + 1].split() == ["preference", "base", "dpo-iter1", "dpo-iter1+bo4"]
+    assert lines[j + 3].split() == ["uses_list", "0.100", "0.500", "0.750"]
+
+
 def test_unknown_subcommand_exits_nonzero(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])

@@ -457,9 +457,14 @@ def test_heldout_comparisons_and_the_best_of_n_hook(tmp_path):
     assert comparisons[0].pairs["output_1"].to_list() == comparisons[0].pairs["output_2"].to_list()
     assert comparisons[1].unfinished_rate == 0.25
     assert [r.asset for r in inputs] == ["eval_results", "eval_baseline", "eval_prompts"]
-    bon = store.write_tables(BEST_OF_N_ASSET, "2", {"samples": samples("bon")})
+    ckpt = store.write_frame("dpo_checkpoint", "2", pl.DataFrame({"w": [1]}))
+    bon = store.write_tables(BEST_OF_N_ASSET, "2", {"samples": samples("bon")}, inputs=[ckpt])
     comparisons, inputs, _, _ = _heldout_comparisons(store, 2)
     assert comparisons[-1].variant == "best_of_n" and comparisons[-1].iteration == 2
     assert comparisons[-1].model == f"{BEST_OF_N_ASSET}[2]@{bon.version}"
     assert comparisons[-1].pairs["output_2"].to_list() == [f"bon {k}" for k in range(4)]
     assert inputs[-1] == bon
+    # a newer checkpoint makes that best-of-N stale: it is no longer judged
+    store.write_frame("dpo_checkpoint", "2", pl.DataFrame({"w": [2]}))
+    comparisons, inputs, _, _ = _heldout_comparisons(store, 2)
+    assert [c.variant for c in comparisons] == ["base", "checkpoint"] and bon not in inputs

@@ -1,4 +1,5 @@
--- Per iteration and SME preference: the share of held-out responses that satisfy it.
+-- Per generator (base, dpo-iter<i>, dpo-iter<i>+bo<N>) and SME preference: the share of held-out responses
+-- that satisfy it.
 with wide as (
     select * exclude (judge, win_rate, n_wins, n_losses, n_draws, n_total, avg_length, mean_adherence,
                       mean_rubric_score, unfinished_rate)
@@ -12,7 +13,9 @@ long as (
 select
     cast(iteration as integer) as iteration,
     model,
+    variant,
+    generator,
     replace(preference, 'adherence_', '') as preference,
     rate
 from long
-order by iteration, preference
+order by iteration, generator, preference

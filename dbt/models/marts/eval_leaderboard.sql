@@ -1,5 +1,7 @@
--- One row per (iteration, judge, reference): win rate against the reference, its standard error and
--- length-controlled win rate, counts, length, and (for the SME rubric) mean adherence.
+-- One row per (iteration, generator, judge, reference): win rate against the reference, its standard error and
+-- length-controlled win rate, counts, length, and (for the SME rubric) mean adherence. `variant` is base,
+-- checkpoint or best_of_n (the checkpoint with best-of-N at inference, asset best_of_n); `generator` names the
+-- row: base, dpo-iter<i>, dpo-iter<i>+bo<N>.
 --
 -- Rows come from two places:
 --   * stg_eval_runs (eval_baseline + eval_results): the SME rubric judge against the base's held-out samples,
@@ -21,6 +23,8 @@ with rubric as (
     select
         cast(iteration as integer) as iteration,
         model,
+        variant,
+        generator,
         judge,
         'heldout_base' as reference,
         win_rate,
@@ -41,6 +45,7 @@ alpaca as (
     select
         cast(iteration as integer) as iteration,
         model,
+        variant,
         judge,
         reference,
         win_rate,
@@ -54,14 +59,15 @@ alpaca as (
         cast(avg_length as double) as avg_length,
         unfinished_rate
     from read_parquet('{{ alpaca_glob }}', union_by_name=true)
-    where variant in ('base', 'checkpoint')
+    where variant in ('base', 'checkpoint', 'best_of_n')
     qualify row_number() over (
-        partition by iteration, judge, reference order by cast(source_partition as integer) desc
+        partition by iteration, variant, judge, reference order by cast(source_partition as integer) desc
     ) = 1
 {%- else %}
     select
         cast(null as integer) as iteration,
         cast(null as varchar) as model,
+        cast(null as varchar) as variant,
         cast(null as varchar) as judge,
         cast(null as varchar) as reference,
         cast(null as double) as win_rate,
@@ -78,10 +84,16 @@ alpaca as (
 {%- endif %}
 ),
 
+generators as (
+    select distinct iteration, variant, generator from rubric
+),
+
 board as (
     select
         r.iteration,
         r.model,
+        r.variant,
+        r.generator,
         r.judge,
         r.reference,
         r.win_rate,
@@ -97,13 +109,22 @@ board as (
         r.mean_rubric_score,
         r.unfinished_rate
     from rubric r
-    left join alpaca a using (iteration, judge, reference)
+    left join alpaca a using (iteration, variant, judge, reference)
 
     union all
 
     select
         a.iteration,
         a.model,
+        a.variant,
+        coalesce(
+            g.generator,
+            case a.variant
+                when 'base' then 'base'
+                when 'checkpoint' then 'dpo-iter' || a.iteration
+                else 'dpo-iter' || a.iteration || '+' || a.variant
+            end
+        ) as generator,
         a.judge,
         a.reference,
         a.win_rate,
@@ -119,13 +140,14 @@ board as (
         cast(null as double) as mean_rubric_score,
         a.unfinished_rate
     from alpaca a
-    anti join rubric r using (iteration, judge, reference)
+    left join generators g using (iteration, variant)
+    anti join rubric r using (iteration, variant, judge, reference)
 )
 
 select
     *,
     mean_adherence - first_value(mean_adherence) over (
-        partition by judge, reference order by iteration
+        partition by judge, reference order by iteration, generator
     ) as adherence_gain
 from board
-order by iteration, judge, reference
+order by iteration, judge, reference, generator

@@ -139,13 +139,20 @@ def best_of_n(
         },
     }
     scored_pool = pool.join(scores.select("candidate_id", pl.col("score").alias("reward")), on="candidate_id")
+    # latencies are measurements, not content: beside the version (see ArtifactStore.write_measurements)
     ref = store.write_tables(
         BEST_OF_N.path[-1],
         str(i),
-        {"samples": selected, "pool": scored_pool, "results": row},
+        {
+            "samples": selected.drop("latency_s", strict=False),
+            "pool": scored_pool.drop("latency_s", strict=False),
+            "results": row,
+        },
         inputs=inputs,
         params=params,
     )
+    if "latency_s" in pool.columns:
+        store.write_measurements(ref, pool.select("candidate_id", "latency_s"))
 
     rec = row.row(0, named=True)
     meta: dict[str, object] = {

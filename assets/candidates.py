@@ -77,8 +77,12 @@ def candidates(
         "policy": policy.path.name,
         **({} if g.backend == "transformers" else backend_params(g)),
     }
-    # published only after every sample came back: a failed backend leaves no partial artifact
-    ref = store.write_frame(CANDIDATES.path[-1], str(i), cands, inputs=[prompts_ref, policy], params=params)
+    # Published only after every sample came back: a failed backend leaves no partial artifact. Latencies are
+    # measurements, not content: kept beside the version, so equal samples keep one version.
+    ref = store.write_frame(
+        CANDIDATES.path[-1], str(i), cands.drop("latency_s"), inputs=[prompts_ref, policy], params=params
+    )
+    store.write_measurements(ref, cands.select("candidate_id", "latency_s"))
     n_empty = int((cands["response"].str.strip_chars() == "").sum())
     sampling = sampling_params(g)
     return dg.MaterializeResult(

@@ -241,6 +241,27 @@ class ArtifactStore:
     def read_frame(self, asset: str, partition: str, name: str = "data") -> pl.DataFrame:
         return pl.read_parquet(self.current(asset, partition).file(f"{name}.parquet"))
 
+    def write_measurements(self, ref: ArtifactRef, df: pl.DataFrame) -> Path:
+        """Store what the run that made `ref` measured (timings): `<version>.measurements.parquet` beside it.
+
+        Measurements are not content: two runs that produce the same version measure different times. So they
+        stay out of the version folder and its hash, and the latest run's replace the previous ones (atomically).
+        """
+        slot = self._slot(ref.asset, ref.partition)
+        target = slot / f"{ref.version}.measurements.parquet"
+        tmp = slot / f".{ref.version}.measurements-{uuid.uuid4().hex}.parquet"
+        try:
+            df.write_parquet(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def read_measurements(self, ref: ArtifactRef) -> pl.DataFrame | None:
+        """The measurements stored for `ref` by `write_measurements`, or None."""
+        path = self._slot(ref.asset, ref.partition) / f"{ref.version}.measurements.parquet"
+        return pl.read_parquet(path) if path.is_file() else None
+
     def versions(self, asset: str, partition: str) -> list[str]:
         slot = self._slot(asset, partition)
         if not slot.is_dir():

@@ -73,6 +73,19 @@ def test_identical_content_twice_is_one_version(store):
     assert store.current("pool", "all").version == a.version
 
 
+def test_measurements_live_beside_the_version_and_leave_it_intact(store):
+    a = store.write_frame("cands", "1", pl.DataFrame({"candidate_id": ["a", "b"], "text": ["x", "y"]}))
+    assert store.read_measurements(a) is None
+    store.write_measurements(a, pl.DataFrame({"candidate_id": ["a", "b"], "latency_s": [0.1, 0.2]}))
+    # a second run with the same content: one version, its latest timings
+    b = store.write_frame("cands", "1", pl.DataFrame({"candidate_id": ["a", "b"], "text": ["x", "y"]}))
+    store.write_measurements(b, pl.DataFrame({"candidate_id": ["a", "b"], "latency_s": [0.3, 0.4]}))
+    assert b.version == a.version and store.versions("cands", "1") == [a.version]
+    assert store.read_measurements(b)["latency_s"].to_list() == [0.3, 0.4]
+    assert store.verify(b) == []
+    assert sorted(p.name for p in (store.root / "cands" / "1").iterdir() if p.name.startswith(".")) == []
+
+
 def test_different_content_is_new_version_and_old_one_stays_intact(store):
     old_df = pl.DataFrame({"x": [1, 2]})
     new_df = pl.DataFrame({"x": [1, 3]})

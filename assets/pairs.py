@@ -42,7 +42,9 @@ def _quantiles(col: pl.Series) -> list[float]:
             "margins_positive",
             asset=PREFERENCE_PAIRS,
             blocking=True,
-            description="Every pair's chosen reward is above its rejected reward (margin > 0, not NaN).",
+            description="Every pair's chosen candidate ranks above its rejected one: margin > 0 on the "
+            "selection key (the reward, with unfinished_is_worst's penalty and length_penalized's λ·length), "
+            "not NaN. The raw reward margin can be negative when the rejected response was cut off.",
         ),
         dg.AssetCheckSpec(
             "pairs_reference_candidates",
@@ -114,7 +116,9 @@ def preference_pairs(
         orient="row",
     )
     sources = rewards["source"].unique().sort().to_list()
-    bad_margins = non_positive_margins(p)
+    bad_margins = non_positive_margins(
+        p, cands, unfinished_is_worst=r.pairs.unfinished_is_worst, length_penalty=r.pairs.length_penalty
+    )
     bad_refs = unknown_candidate_refs(p, cands)
     return dg.MaterializeResult(
         metadata={
@@ -152,6 +156,7 @@ def preference_pairs(
                 passed=bad_margins.height == 0,
                 metadata={
                     "non_positive": bad_margins.height,
+                    "raw_margin_non_positive": int((~(p["margin"] > 0)).sum()),
                     "min_margin": float(p["margin"].min()) if p.height else 0.0,
                     **(
                         {"examples": dg.MetadataValue.md(markdown_table(bad_margins.head(5)))}

@@ -13,13 +13,53 @@ from typing import Any
 
 import polars as pl
 
+from prefscale.pairs import UNFINISHED_PENALTY
 
-def non_positive_margins(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Pairs whose margin (chosen reward − rejected reward) is not > 0, NaN included: `prompt_id, margin`."""
+
+def non_positive_margins(
+    pairs: pl.DataFrame,
+    candidates: pl.DataFrame | None = None,
+    *,
+    unfinished_is_worst: bool = False,
+    length_penalty: float = 0.0,
+) -> pl.DataFrame:
+    """Pairs whose chosen side is not ranked above the rejected one: `prompt_id, margin, key_margin`.
+
+    `margin` is the raw reward difference. Pair selection ranks by a key (`prefscale.pairs`): the reward, minus
+    `UNFINISHED_PENALTY` for a response cut at the token limit when `unfinished_is_worst`, minus
+    `length_penalty` × its length (`length_penalized`). So a finished response may be chosen over an unfinished
+    one with a higher raw reward. `key_margin` is the margin on that key; it must be > 0 (NaN fails). Each
+    side's finish reason comes from `candidates` when given, else the rejected side's from the pairs'
+    `rejected_unfinished` (and the chosen side counts as finished).
+    """
     if "margin" not in pairs.columns:
         raise ValueError(f"preference pairs have no 'margin' column (columns: {', '.join(pairs.columns)})")
-    margin = pl.col("margin").cast(pl.Float64)
-    return pairs.filter(~(margin > 0).fill_null(False) | margin.is_nan()).select("prompt_id", "margin")
+    df = pairs.with_columns(pl.col("margin").cast(pl.Float64))
+    if candidates is not None:
+        unfinished = candidates.select("candidate_id", (pl.col("finish_reason") == "length").alias("_u"))
+        for side in ("chosen", "rejected"):
+            df = df.join(
+                unfinished.rename({"candidate_id": f"{side}_id", "_u": f"_{side}_u"}),
+                on=f"{side}_id",
+                how="left",
+            )
+    else:
+        df = df.with_columns(
+            pl.lit(False).alias("_chosen_u"), pl.col("rejected_unfinished").alias("_rejected_u")
+        )
+    key = pl.col("margin")
+    if unfinished_is_worst:
+        u = pl.col("_chosen_u").fill_null(False).cast(pl.Float64) - pl.col("_rejected_u").fill_null(
+            False
+        ).cast(pl.Float64)
+        key = key - UNFINISHED_PENALTY * u
+    if length_penalty:
+        key = key - length_penalty * pl.col("length_diff").cast(pl.Float64)
+    return (
+        df.with_columns(key.alias("key_margin"))
+        .filter(~(pl.col("key_margin") > 0).fill_null(False) | pl.col("key_margin").is_nan())
+        .select("prompt_id", "margin", "key_margin")
+    )
 
 
 def unknown_candidate_refs(pairs: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:

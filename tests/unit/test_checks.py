@@ -48,6 +48,43 @@ def test_zero_negative_and_nan_margins_are_reported():
         non_positive_margins(_pairs().drop("margin"))
 
 
+def test_a_cut_off_rejected_response_may_have_the_higher_reward():
+    cands = _candidates().with_columns(
+        pl.when(pl.col("candidate_id") == "a-1")
+        .then(pl.lit("length"))
+        .otherwise("finish_reason")
+        .alias("finish_reason")
+    )
+    rewards = combine_rewards(
+        cands,
+        {"label_model": pl.DataFrame({"candidate_id": cands["candidate_id"], "score": [0.1, 0.9, 0.2, 0.4]})},
+    )
+    pairs = select_pairs(cands, rewards, unfinished_is_worst=True).pairs
+    a = pairs.filter(pl.col("prompt_id") == "a").row(0, named=True)
+    assert a["rejected_id"] == "a-1" and a["margin"] < 0  # finished 0.1 chosen over cut-off 0.9
+    assert non_positive_margins(pairs, cands, unfinished_is_worst=True).height == 0
+    assert non_positive_margins(pairs, unfinished_is_worst=True).height == 0  # rejected_unfinished suffices
+    assert non_positive_margins(pairs, cands)["prompt_id"].to_list() == ["a"]  # on the raw reward it fails
+    # a cut-off response chosen over a finished one is never what the key ranks first
+    swapped = pairs.with_columns(
+        pl.col("chosen_id").alias("rejected_id"), pl.col("rejected_id").alias("chosen_id")
+    )
+    swapped = swapped.with_columns(-pl.col("margin"))
+    assert "a" in non_positive_margins(swapped, cands, unfinished_is_worst=True)["prompt_id"].to_list()
+
+
+def test_length_penalty_enters_the_key_margin():
+    cands = _candidates()
+    rewards = combine_rewards(
+        cands,
+        {"label_model": pl.DataFrame({"candidate_id": cands["candidate_id"], "score": [0.1, 0.9, 0.2, 0.4]})},
+    )
+    pairs = select_pairs(cands, rewards, strategy="length_penalized", length_penalty=0.01).pairs
+    assert non_positive_margins(pairs, cands, length_penalty=0.01).height == 0
+    # with a penalty large enough, the longer chosen response would no longer be ranked first
+    assert non_positive_margins(pairs, cands, length_penalty=1.0).height > 0
+
+
 def test_bad_references_are_named_by_kind():
     pairs = _pairs()
     bad = pairs.with_columns(

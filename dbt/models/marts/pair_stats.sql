@@ -40,6 +40,9 @@ stats as (
         avg(margin) as mean_margin,
         median(margin) as median_margin,
         min(margin) as min_margin_observed,
+        -- the raw reward margin is <= 0 where a finished response was chosen over a higher-rewarded one cut at
+        -- the token limit (unfinished_is_worst); the asset check margins_positive checks the ranking key
+        count(*) filter (where not margin > 0) as raw_margin_non_positive,
         avg(length_diff) as mean_length_diff,
         median(length_diff) as median_length_diff,
         avg(cast(length_diff > 0 as double)) as chosen_longer_share,
@@ -68,6 +71,7 @@ select
     s.mean_margin,
     s.median_margin,
     s.min_margin_observed,
+    s.raw_margin_non_positive,
     s.mean_length_diff,
     s.median_length_diff,
     s.chosen_longer_share,

@@ -90,6 +90,15 @@ def _remove_work_dir(work: Path) -> None:
     description="The policy after DPO on this iteration's pairs (TRL DPOTrainer + PEFT LoRA, merged; the adapter "
     "beside it), trained by `prefscale train-dpo` through Dagster Pipes, resumable from trainer checkpoints, "
     "and saved as a model folder the next iteration samples from.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "checkpoint_loads",
+            asset=DPO_CHECKPOINT,
+            blocking=True,
+            description="The published folder loads with transformers' AutoTokenizer + AutoModelForCausalLM "
+            "and one forward pass gives finite logits. A failure also skips the MLflow model registration.",
+        )
+    ],
 )
 def dpo_checkpoint(
     context: dg.AssetExecutionContext,
@@ -98,6 +107,7 @@ def dpo_checkpoint(
     compute: ComputeResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
+    from prefscale.checks import checkpoint_loads
     from prefscale.commands.train import launcher, train_dpo_args
     from prefscale.dpo import (
         ADAPTER_DIR,
@@ -211,6 +221,9 @@ def dpo_checkpoint(
     inputs = [pairs_ref, start] + ([reference] if reference is not None else [])
     ref = store.publish_dir(DPO_CHECKPOINT.path[-1], str(i), build, inputs=inputs, params=params)
     _remove_work_dir(work)  # published: the trainer checkpoints are no longer needed
+    loaded = checkpoint_loads(ref.path, dev.device, dev.dtype)
+    if not loaded.ok:
+        context.log.error(f"dpo_checkpoint[{i}]@{ref.version} does not load: {loaded.error}")
     rep: DPOReport = outcome["report"]
 
     uri = mlflow.uri(storage.root)
@@ -266,13 +279,17 @@ def dpo_checkpoint(
         datasets=[dataset],
     )
     model_name = registered_model_name(r.name)
-    model_version = register_checkpoint(
-        uri,
-        model_name,
-        source=str(ref.path),
-        run_id=run_id,
-        tags={**tags, "recipe": r.name, "mlflow.run_id": run_id},
-        description=f"dpo_checkpoint[{i}]@{ref.version} from {started_from}",
+    model_version = (
+        register_checkpoint(
+            uri,
+            model_name,
+            source=str(ref.path),
+            run_id=run_id,
+            tags={**tags, "recipe": r.name, "mlflow.run_id": run_id},
+            description=f"dpo_checkpoint[{i}]@{ref.version} from {started_from}",
+        )
+        if loaded.ok
+        else "not registered (checkpoint_loads failed)"
     )
     pipes_metadata = outcome["pipes_metadata"]
     return dg.MaterializeResult(
@@ -300,4 +317,11 @@ def dpo_checkpoint(
             "mlflow_model_version": model_version,
         },
         data_version=dg.DataVersion(ref.version),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="checkpoint_loads",
+                passed=loaded.ok,
+                metadata={"path": dg.MetadataValue.path(str(ref.path)), **loaded.metadata()},
+            )
+        ],
     )

@@ -16,7 +16,10 @@ def ensure_manifest(project: DbtProject = DBT_PROJECT) -> Path:
     """`dbt parse` when the manifest is missing or older than the project files (headless runs and tests)."""
     project.prepare_if_dev()
     manifest = project.manifest_path
-    sources = [project.project_dir / "dbt_project.yml", *Path(project.project_dir, "models").rglob("*")]
+    sources = [
+        project.project_dir / "dbt_project.yml",
+        *(p for d in ("models", "macros", "tests") for p in Path(project.project_dir, d).rglob("*")),
+    ]
     newest = max(p.stat().st_mtime for p in sources if p.is_file())
     if not manifest.exists() or manifest.stat().st_mtime < newest:
         env = {
@@ -44,5 +47,6 @@ class _Translator(DagsterDbtTranslator):
 
 @dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=_Translator())
 def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test the warehouse marts (eval_leaderboard, eval_adherence) from the artifacts."""
+    """Build and test the warehouse from the artifacts: staging views, then the marts (eval_leaderboard,
+    eval_adherence, lf_summary, reward_distribution, pair_stats, lineage_audit) and every dbt test."""
     yield from dbt.cli(["build"], context=context).stream()

@@ -6,6 +6,7 @@ import polars as pl
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
+from prefscale.checks import non_positive_margins, unknown_candidate_refs
 from prefscale.pairs import DROP_REASONS, select_pairs
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
@@ -30,7 +31,29 @@ def _quantiles(col: pl.Series) -> list[float]:
     deps=[CANDIDATES, REWARD_SCORES],
     description="Hard-negative pairs: the best- and worst-rewarded candidate per prompt; prompts with identical "
     "or tied candidates are dropped (reasons in metadata).",
-    check_specs=[dg.AssetCheckSpec("chosen_differs_from_rejected", asset=PREFERENCE_PAIRS, blocking=True)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "chosen_differs_from_rejected",
+            asset=PREFERENCE_PAIRS,
+            blocking=True,
+            description="No pair uses the same candidate as chosen and rejected.",
+        ),
+        dg.AssetCheckSpec(
+            "margins_positive",
+            asset=PREFERENCE_PAIRS,
+            blocking=True,
+            description="Every pair's chosen candidate ranks above its rejected one: margin > 0 on the "
+            "selection key (the reward, with unfinished_is_worst's penalty and length_penalized's λ·length), "
+            "not NaN. The raw reward margin can be negative when the rejected response was cut off.",
+        ),
+        dg.AssetCheckSpec(
+            "pairs_reference_candidates",
+            asset=PREFERENCE_PAIRS,
+            blocking=True,
+            description="Every chosen_id / rejected_id is a candidate of the same iteration and prompt, with "
+            "the same response text.",
+        ),
+    ],
 )
 def preference_pairs(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
@@ -93,6 +116,10 @@ def preference_pairs(
         orient="row",
     )
     sources = rewards["source"].unique().sort().to_list()
+    bad_margins = non_positive_margins(
+        p, cands, unfinished_is_worst=r.pairs.unfinished_is_worst, length_penalty=r.pairs.length_penalty
+    )
+    bad_refs = unknown_candidate_refs(p, cands)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": p.height,
@@ -123,6 +150,33 @@ def preference_pairs(
         check_results=[
             dg.AssetCheckResult(
                 check_name="chosen_differs_from_rejected", passed=same == 0, metadata={"same": same}
-            )
+            ),
+            dg.AssetCheckResult(
+                check_name="margins_positive",
+                passed=bad_margins.height == 0,
+                metadata={
+                    "non_positive": bad_margins.height,
+                    "raw_margin_non_positive": int((~(p["margin"] > 0)).sum()),
+                    "min_margin": float(p["margin"].min()) if p.height else 0.0,
+                    **(
+                        {"examples": dg.MetadataValue.md(markdown_table(bad_margins.head(5)))}
+                        if bad_margins.height
+                        else {}
+                    ),
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="pairs_reference_candidates",
+                passed=bad_refs.height == 0,
+                metadata={
+                    "bad_references": bad_refs.height,
+                    "candidates_version": cands_ref.version,
+                    **(
+                        {"examples": dg.MetadataValue.md(markdown_table(bad_refs.head(5)))}
+                        if bad_refs.height
+                        else {}
+                    ),
+                },
+            ),
         ],
     )

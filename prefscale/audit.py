@@ -24,6 +24,8 @@ class AuditReport:
     nodes: list[AuditNode] = field(default_factory=list)
     evaluations: list[AuditNode] = field(default_factory=list)
     training_runs: list[dict[str, Any]] = field(default_factory=list)
+    model_versions: list[Any] = field(default_factory=list)  # prefscale.lineage.RegisteredCheckpoint
+    requested: str = ""  # how the checkpoint was named, when not by iteration or path (an MLflow version)
 
     @property
     def problems(self) -> list[str]:
@@ -38,6 +40,32 @@ def resolve_checkpoint(store: ArtifactStore, what: str) -> ArtifactRef:
     """An iteration number (its current `dpo_checkpoint`) or the path of a stored version folder."""
     if what.isdigit():
         return store.current("dpo_checkpoint", what)
+    return _resolve_path(store, what)
+
+
+def resolve_registered(store: ArtifactStore, registered: Any) -> ArtifactRef:
+    """The stored `dpo_checkpoint` version an MLflow registered model version holds.
+
+    Found by its tags `dagster.partition` and `checkpoint.version` (as the dpo_checkpoint asset registers it),
+    else by its source path; either must lie in this store.
+    """
+    tags = registered.tags
+    partition, version = tags.get("dagster.partition"), tags.get("checkpoint.version")
+    where = tags.get("checkpoint.path") or registered.source
+    if partition and version:
+        ref = store.resolve("dpo_checkpoint", partition, version)
+        if where and Path(where).expanduser().resolve() != ref.path:
+            raise ValueError(
+                f"{registered.label} holds {where}, which is not in this store ({store.root}): "
+                "pass the --home it was trained in"
+            )
+        return ref
+    if not where:
+        raise ValueError(f"{registered.label}: no checkpoint.version / dagster.partition tags and no source")
+    return _resolve_path(store, where)
+
+
+def _resolve_path(store: ArtifactStore, what: str) -> ArtifactRef:
     path = Path(what).expanduser().resolve()
     if path.is_symlink() or path.name == "current":
         path = path.resolve()
@@ -56,8 +84,12 @@ def resolve_checkpoint(store: ArtifactStore, what: str) -> ArtifactRef:
     return ref
 
 
-def audit_chain(store: ArtifactStore, root: ArtifactRef) -> AuditReport:
-    """Every artifact `root` was made from, depth first, each verified against its manifest and digests."""
+def audit_chain(store: ArtifactStore, root: ArtifactRef, expected_sha256: str | None = None) -> AuditReport:
+    """Every artifact `root` was made from, depth first, each verified against its manifest and digests.
+
+    `expected_sha256`: the digest recorded for `root` elsewhere (an MLflow model version's tag); a different
+    stored digest is a problem like any other mismatch.
+    """
     report = AuditReport(root=root)
     seen: set[tuple[str, str, str]] = set()
 
@@ -81,7 +113,7 @@ def audit_chain(store: ArtifactStore, root: ArtifactRef) -> AuditReport:
         for inp in manifest.get("inputs", []):
             visit(store.resolve(inp["asset"], inp["partition"], inp["version"]), depth + 1, inp.get("sha256"))
 
-    visit(root, 0, None)
+    visit(root, 0, expected_sha256)
     # Evaluations made from this checkpoint (downstream, found by their recorded inputs).
     eval_root = store.root / "eval_results"
     for slot in sorted(eval_root.iterdir()) if eval_root.is_dir() else []:
@@ -136,10 +168,13 @@ def _summary(node: AuditNode, store: ArtifactStore) -> str:
 def render(report: AuditReport, store: ArtifactStore) -> str:
     """The chain as an indented text tree, then the training runs, evaluations and verdict."""
     root = report.root
-    lines = [
-        f"audit of {root.asset}[{root.partition}]@{root.version} (sha256 {root.digest or 'unknown'})",
-        "",
-    ]
+    lines = [f"audit of {root.asset}[{root.partition}]@{root.version} (sha256 {root.digest or 'unknown'})"]
+    if report.requested:
+        lines.append(f"requested as {report.requested}")
+    for mv in report.model_versions:
+        run = f" (MLflow run {mv.run_id})" if mv.run_id else ""
+        lines.append(f"registered as {mv.label}{run}")
+    lines.append("")
     for n in report.nodes:
         indent = "  " * n.depth
         head = f"{indent}{n.ref.asset}[{n.ref.partition}]@{n.ref.version}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +210,81 @@ def find_model_versions(tracking_uri: str, name: str, checkpoint_sha256: str | N
     if checkpoint_sha256:
         versions = [v for v in versions if v.tags.get("checkpoint.sha256") == checkpoint_sha256]
     return sorted(versions, key=lambda v: int(v.version), reverse=True)
+
+
+@dataclass(frozen=True)
+class RegisteredCheckpoint:
+    """One registered model version and what its tags say about the checkpoint it holds."""
+
+    name: str
+    version: str
+    source: str
+    run_id: str
+    tags: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+_MODEL_REF = re.compile(r"^(?:models:/)?(?P<name>[^/@\s]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
+
+
+def parse_model_ref(what: str) -> tuple[str, str | None, str | None] | None:
+    """(name, version, alias) of `models:/NAME/VERSION`, `models:/NAME@ALIAS`, `NAME/VERSION` or `NAME@ALIAS`.
+
+    VERSION is a number or `latest`. None when `what` has neither form.
+    """
+    m = _MODEL_REF.match(what.strip())
+    if m is None:
+        return None
+    return m["name"], m["version"], m["alias"]
+
+
+def registered_checkpoint(tracking_uri: str, what: str) -> RegisteredCheckpoint:
+    """The registered model version `what` names (see `parse_model_ref`); `LookupError` naming what is missing."""
+    from mlflow.exceptions import MlflowException
+
+    parsed = parse_model_ref(what)
+    if parsed is None:
+        raise ValueError(f"{what}: not an MLflow model version (models:/NAME/VERSION or NAME/VERSION)")
+    name, version, alias = parsed
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_file():  # MLflow would create an empty store: say what is missing instead
+            raise LookupError(f"{what}: no MLflow tracking store at {db}")
+    client = _client(tracking_uri)
+    try:
+        if alias:
+            mv = client.get_model_version_by_alias(name, alias)
+        elif version == "latest":
+            versions = find_model_versions(tracking_uri, name)
+            if not versions:
+                raise LookupError(f"{what}: registered model {name!r} has no versions in {tracking_uri}")
+            mv = versions[0]
+        else:
+            mv = client.get_model_version(name, version)
+    except MlflowException as e:
+        raise LookupError(
+            f"{what}: no such registered model version in {tracking_uri} ({e.message})"
+        ) from None
+    return RegisteredCheckpoint(
+        name=mv.name,
+        version=str(mv.version),
+        source=mv.source or "",
+        run_id=mv.run_id or "",
+        tags=dict(mv.tags or {}),
+    )
+
+
+def model_versions_of_checkpoint(tracking_uri: str, checkpoint_sha256: str) -> list[RegisteredCheckpoint]:
+    """Every registered model version (any registered model) whose tag `checkpoint.sha256` is this digest."""
+    client = _client(tracking_uri)
+    found = client.search_model_versions(f"tags.`checkpoint.sha256` = '{checkpoint_sha256}'")
+    return sorted(
+        (
+            RegisteredCheckpoint(v.name, str(v.version), v.source or "", v.run_id or "", dict(v.tags or {}))
+            for v in found
+        ),
+        key=lambda r: (r.name, int(r.version)),
+    )

@@ -9,22 +9,47 @@ from pathlib import Path
 from prefscale.storage import ArtifactStore, MissingArtifactError, default_home
 
 
+def _is_model_ref(what: str) -> bool:
+    """An MLflow model version rather than an iteration or a path: `models:/...`, or NAME/VERSION that is no path."""
+    from prefscale.lineage import parse_model_ref
+
+    if what.startswith("models:/"):
+        return True
+    return not what.isdigit() and not Path(what).expanduser().exists() and parse_model_ref(what) is not None
+
+
 def _run(args: argparse.Namespace) -> int:
-    from prefscale.audit import audit_chain, render, resolve_checkpoint
+    from prefscale.audit import audit_chain, render, resolve_checkpoint, resolve_registered
 
     home = Path(args.home).expanduser().resolve() if args.home else default_home()
     store = ArtifactStore(home)
+    db = home / "mlflow.db"
+    uri = args.tracking_uri
+    if not uri:
+        from prefscale.lineage import tracking_uri_for
+
+        uri = tracking_uri_for(home)
+    registered = None
     try:
-        root = resolve_checkpoint(store, args.checkpoint)
-    except (MissingArtifactError, ValueError) as e:
+        if _is_model_ref(args.checkpoint):
+            from prefscale.lineage import registered_checkpoint
+
+            registered = registered_checkpoint(uri, args.checkpoint)
+            root = resolve_registered(store, registered)
+        else:
+            root = resolve_checkpoint(store, args.checkpoint)
+    except (MissingArtifactError, ValueError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = audit_chain(store, root)
-    db = home / "mlflow.db"
-    if db.is_file() and root.digest:
-        from prefscale.lineage import find_training_runs, tracking_uri_for
+    expected = registered.tags.get("checkpoint.sha256") if registered is not None else None
+    report = audit_chain(store, root, expected_sha256=expected)
+    if registered is not None:
+        report.requested = f"{registered.label} (MLflow model version, {uri})"
+    if (args.tracking_uri or db.is_file()) and root.digest:
+        from prefscale.lineage import find_training_runs, model_versions_of_checkpoint
 
-        report.training_runs = find_training_runs(tracking_uri_for(home), args.experiment, root.digest)
+        report.training_runs = find_training_runs(uri, args.experiment, root.digest)
+        report.model_versions = model_versions_of_checkpoint(uri, root.digest)
     print(render(report, store))
     return 0 if report.ok else 1
 
@@ -33,11 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "audit",
         help="print a checkpoint's lineage (prompts → candidates → LFs → labels → rewards → pairs → training → "
-        "evaluation) and verify every hash; exits 1 on any mismatch",
+        "evaluation) and verify every hash; exits 1 on any mismatch or missing artifact, 2 when the checkpoint "
+        "cannot be found",
     )
     p.add_argument(
-        "checkpoint", help="an iteration number (its current dpo_checkpoint) or a stored version folder"
+        "checkpoint",
+        help="an iteration number (its current dpo_checkpoint), a stored version folder, or an MLflow registered "
+        "model version: models:/NAME/VERSION, NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS "
+        "(e.g. models:/prefscale-embedded/2)",
     )
     p.add_argument("--home", help="PREFSCALE_HOME (default: $PREFSCALE_HOME or ./.prefscale)")
     p.add_argument("--experiment", default="prefscale", help="MLflow experiment holding the training runs")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking store holding the registry (default: sqlite:///<home>/mlflow.db)",
+    )
     p.set_defaults(func=_run)

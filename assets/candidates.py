@@ -46,7 +46,7 @@ def backend_params(g) -> dict[str, object]:
     description="N responses per prompt sampled from the base policy for iteration 1, else from the previous "
     "iteration's dpo_checkpoint, by the recipe's generation backend (transformers, vllm or an endpoint); "
     "tokens, finish reason and latency per response.",
-    check_specs=[dg.AssetCheckSpec("no_empty_responses", asset=CANDIDATES)],
+    check_specs=[dg.AssetCheckSpec("no_empty_responses", asset=CANDIDATES, blocking=True)],
 )
 def candidates(
     context: dg.AssetExecutionContext,
@@ -114,7 +114,6 @@ def candidates(
             dg.AssetCheckResult(
                 check_name="no_empty_responses",
                 passed=n_empty == 0,
-                severity=dg.AssetCheckSeverity.WARN,
                 metadata={"empty": n_empty, "sampling": json.dumps(sampling)},
             )
         ],

@@ -149,3 +149,36 @@ def test_corrupt_checkpoint_fails_checkpoint_loads_and_blocks_evaluation(home, m
     # a checkpoint that does not load is not registered as an MLflow model version
     records = result.get_asset_materialization_events()
     assert "not registered" in records[0].materialization.metadata["mlflow_model_version"].value
+
+
+def test_an_empty_response_fails_no_empty_responses_and_blocks_labeling(home, monkeypatch):
+    import prefscale.generation
+
+    real = prefscale.generation.make_backend
+
+    class EmptyFirst:
+        """The recipe's backend, with the first response emptied."""
+
+        def __init__(self, backend) -> None:
+            self.backend = backend
+
+        def generate(self, *args, **kwargs):
+            cands, info = self.backend.generate(*args, **kwargs)
+            first = pl.int_range(pl.len()) == 0
+            return cands.with_columns(
+                pl.when(first).then(pl.lit("  ")).otherwise("response").alias("response")
+            ), info
+
+    from prefscale.domain import make_prompt_pool
+
+    monkeypatch.setattr(prefscale.generation, "make_backend", lambda *a, **k: EmptyFirst(real(*a, **k)))
+    store = ArtifactStore(home)
+    store.write_frame("prompts", "1", make_prompt_pool(8, seed=1).head(4))  # real prompts to sample from
+    before = store.versions("lf_votes", "1")
+    result = _run(home, ["candidates", "lf_votes"])
+    evaluation = _check(result, "no_empty_responses")
+    assert not evaluation.passed and evaluation.metadata["empty"].value == 1
+    assert evaluation.blocking
+    assert _materialized(result) == {"candidates"}
+    _blocked(result, "candidates", "no_empty_responses", "lf_votes")
+    assert ArtifactStore(home).versions("lf_votes", "1") == before

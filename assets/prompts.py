@@ -23,6 +23,8 @@ def _params(r) -> dict[str, object]:
     }
     if r.data.source == "file":
         params["file_sha256"] = file_sha256(Path(r.data.path))
+    if r.labeling.task_types:
+        params["task_types"] = [t.model_dump() for t in r.labeling.task_types]
     return params
 
 
@@ -49,7 +51,7 @@ def prompts(
 ) -> dg.MaterializeResult:
     r = recipe.load()
     i = iteration_of(context, r.iterations)
-    splits = split_pool(build_pool(r.data, r.seed), r.data, r.iterations, r.seed)
+    splits = split_pool(build_pool(r.data, r.seed, r.labeling.task_types), r.data, r.iterations, r.seed)
     shard = splits[str(i)]
     overlap = shard.join(splits["heldout"], on="prompt_id", how="inner").height
     ref = storage.store.write_frame(PROMPTS.path[-1], str(i), shard, params=_params(r))
@@ -73,7 +75,9 @@ def prompts(
 )
 def eval_prompts(storage: StorageResource, recipe: RecipeResource) -> dg.MaterializeResult:
     r = recipe.load()
-    heldout = split_pool(build_pool(r.data, r.seed), r.data, r.iterations, r.seed)["heldout"]
+    heldout = split_pool(build_pool(r.data, r.seed, r.labeling.task_types), r.data, r.iterations, r.seed)[
+        "heldout"
+    ]
     ref = storage.store.write_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED, heldout, params=_params(r))
     return dg.MaterializeResult(
         metadata={**_summary(heldout), "path": dg.MetadataValue.path(str(ref.path)), "version": ref.version},

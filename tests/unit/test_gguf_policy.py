@@ -1,0 +1,56 @@
+"""GGUF -> trainable model folder (`prefscale.policy.convert_gguf`), on the real SmolLM2-135M-Instruct GGUF."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prefscale.policy import chat_text, convert_gguf, load_policy
+from prefscale.storage import file_sha256
+
+pytestmark = pytest.mark.slow
+
+
+def test_converted_folder_loads_and_generates(smollm2_policy, smollm2_gguf, cpu):
+    folder = smollm2_policy.folder
+    facts = smollm2_policy.facts
+    assert facts["source"] == "gguf"
+    assert facts["gguf_sha256"] == file_sha256(smollm2_gguf)
+    assert facts["model_type"] == "llama"
+    assert 130e6 < facts["n_parameters"] < 140e6  # SmolLM2-135M
+    assert facts["vocab_size"] == 49152
+    assert facts["has_chat_template"]
+
+    config = json.loads((folder / "config.json").read_text())
+    assert "quantization_config" not in config  # a plain float32 model, trainable and savable
+    assert config["dtype"] == "float32"
+
+    model, tok = load_policy(folder, cpu)  # AutoModelForCausalLM / AutoTokenizer
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    text = chat_text(tok, "What is the capital of France?")
+    assert "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    enc = tok([text], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    answer = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer  # the dequantized weights are the real instruct model's
+
+
+def test_converted_model_trains(smollm2_policy, cpu):
+    model, tok = load_policy(smollm2_policy.folder, cpu)
+    model.train()
+    enc = tok(["Hello there, how are you?"], return_tensors="pt")
+    loss = model(**enc, labels=enc["input_ids"]).loss
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads[:5])
+
+
+def test_missing_gguf_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="gguf file not found"):
+        convert_gguf(tmp_path / "nope.gguf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

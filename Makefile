@@ -22,7 +22,6 @@ export DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 
-ITERATION_ASSETS := prompts,candidates,lf_votes,quality_labels,reward_scores,preference_pairs,dpo_checkpoint,eval_results,best_of_n,alpaca_eval_results
 LOG_INFO := '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 DAGSTER := $(BIN)/dagster asset materialize -m definitions --config-json $(LOG_INFO)
 
@@ -48,9 +47,10 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/prefscale recipe validate $(RECIPE)
 	@start=$$(date +%s); set -e; \
 	$(DAGSTER) --select base_policy,eval_prompts,eval_baseline; \
+	assets=$$($(BIN)/prefscale recipe iteration-assets $(RECIPE)); \
 	for i in $$($(BIN)/prefscale recipe iterations $(RECIPE)); do \
 	  echo "== iteration $$i =="; \
-	  $(DAGSTER) --select $(ITERATION_ASSETS) --partition $$i; \
+	  $(DAGSTER) --select $$assets --partition $$i; \
 	done; \
 	$(DAGSTER) --select 'group:warehouse'; \
 	echo "pipeline finished in $$(( $$(date +%s) - start )) s"

@@ -14,6 +14,7 @@ from prefscale.recipe import (
     RECIPES_DIR,
     Recipe,
     RecipeError,
+    iteration_assets,
     load_recipe,
     recipe_input_problems,
     resolve_recipe_path,
@@ -38,7 +39,9 @@ def recipe_summary(recipe: Recipe) -> str:
     return (
         f"recipe {recipe.name!r} is valid: {its} iteration{'s' if its != 1 else ''}, "
         f"{recipe.generation.num_candidates} candidates per prompt, "
-        f"{len(recipe.labeling.functions)} labeling functions, policy {policy}, data {data} "
+        f"{len(recipe.labeling.all_functions)} labeling functions"
+        f"{f' ({n} model-backed)' if (n := len(recipe.labeling.model_functions)) else ''}, "
+        f"policy {policy}, data {data} "
         f"({recipe.data.prompts_per_iteration} prompts per iteration, {recipe.data.heldout_size} held out), "
         f"reward {'+'.join(recipe.reward.names)}, pairs {recipe.pairs.strategy}, "
         f"DPO {'LoRA' if recipe.dpo.lora else 'full'} {recipe.dpo.loss_type} beta {recipe.dpo.beta}, "
@@ -63,12 +66,15 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     if args.all and args.recipe:
         print("error: give a recipe or --all, not both", file=sys.stderr)
         return 2
-    if args.action == "iterations":
+    if args.action in ("iterations", "iteration-assets"):
         if args.all or not args.recipe:
-            print("error: `prefscale recipe iterations` needs one recipe", file=sys.stderr)
+            print(f"error: `prefscale recipe {args.action}` needs one recipe", file=sys.stderr)
             return 2
         recipe = load_recipe(args.recipe)
-        print(" ".join(str(i) for i in range(1, recipe.iterations + 1)))
+        if args.action == "iterations":
+            print(" ".join(str(i) for i in range(1, recipe.iterations + 1)))
+        else:
+            print(",".join(iteration_assets(recipe)))
         return 0
     if args.all:
         names = [str(p) for p in sorted(RECIPES_DIR.glob("*.yaml"))]
@@ -157,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser(
         "recipe",
-        help="validate recipes (schema + the local files they read; no network) or list a recipe's iterations",
+        help="validate recipes (schema + the local files they read; no network), or list a recipe's iterations "
+        "or the assets one iteration materializes",
     )
-    r.add_argument("action", choices=["validate", "iterations"])
+    r.add_argument("action", choices=["validate", "iterations", "iteration-assets"])
     r.add_argument("recipe", nargs="?", help="a recipe name from recipes/ or a YAML path")
     r.add_argument("--all", action="store_true", help="validate every recipes/*.yaml")
     r.set_defaults(func=_cmd_recipe)

@@ -620,6 +620,24 @@ def _looks_local(ref: str | None) -> bool:
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
+ITERATION_ASSETS: tuple[str, ...] = (
+    "prompts",
+    "candidates",
+    "lf_votes",
+    "quality_labels",
+    "reward_scores",
+    "preference_pairs",
+    "dpo_checkpoint",
+    "eval_results",
+)
+
+
+def iteration_assets(recipe: Recipe) -> tuple[str, ...]:
+    """The assets one iteration of `make run` materializes, in order: best_of_n only when the recipe enables it."""
+    bo_n = ("best_of_n",) if recipe.evaluation.best_of_n_enabled else ()
+    return (*ITERATION_ASSETS, *bo_n, "alpaca_eval_results")
+
+
 class RecipeError(ValueError):
     """A recipe that cannot be used, with the file and the offending fields named."""
 

@@ -15,7 +15,7 @@ def test_recipe_validate_embedded(capsys):
     assert "recipe 'embedded' is valid" in out
     assert "3 iterations" in out
     assert "5 candidates per prompt" in out
-    assert "9 labeling functions" in out
+    assert "11 labeling functions (2 model-backed)" in out
     assert "policy embedded" in out
 
 
@@ -24,6 +24,18 @@ def test_recipe_iterations_embedded(capsys):
     out, err = capsys.readouterr()
     assert out == "1 2 3\n"
     assert err == ""
+
+
+@pytest.mark.parametrize(("recipe", "best_of_n"), [("embedded", True), ("smollm2", False)])
+def test_recipe_iteration_assets_follow_best_of_n(recipe, best_of_n, capsys):
+    assert main(["recipe", "iteration-assets", recipe]) == 0
+    assets = capsys.readouterr().out.strip().split(",")
+    assert assets[0] == "prompts" and assets[-1] == "alpaca_eval_results"
+    assert ("best_of_n" in assets) is best_of_n
+    import definitions
+
+    known = {k.path[-1] for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
+    assert set(assets) <= known
 
 
 def test_recipe_iterations_from_path(tmp_path, capsys):

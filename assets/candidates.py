@@ -13,6 +13,7 @@ from prefscale.storage import policy_for_iteration
 from resources import ComputeResource, RecipeResource, StorageResource
 
 CANDIDATES = dg.AssetKey("candidates")
+MAX_EMPTY_SHARE = 0.5  # no_empty_responses blocks when more than this share of the samples is empty
 
 
 def sampling_params(g) -> dict[str, object]:
@@ -114,7 +115,19 @@ def candidates(
             dg.AssetCheckResult(
                 check_name="no_empty_responses",
                 passed=n_empty == 0,
-                metadata={"empty": n_empty, "sampling": json.dumps(sampling)},
+                # A weak policy sometimes ends at once (an empty sample ranks last: data, a warning). Most samples
+                # empty means a broken model or backend: that blocks the run before labeling.
+                severity=(
+                    dg.AssetCheckSeverity.ERROR
+                    if n_empty > MAX_EMPTY_SHARE * cands.height
+                    else dg.AssetCheckSeverity.WARN
+                ),
+                metadata={
+                    "empty": n_empty,
+                    "empty_share": round(n_empty / max(cands.height, 1), 4),
+                    "blocks_above_share": MAX_EMPTY_SHARE,
+                    "sampling": json.dumps(sampling),
+                },
             )
         ],
     )

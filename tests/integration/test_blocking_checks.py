@@ -151,34 +151,39 @@ def test_corrupt_checkpoint_fails_checkpoint_loads_and_blocks_evaluation(home, m
     assert "not registered" in records[0].materialization.metadata["mlflow_model_version"].value
 
 
-def test_an_empty_response_fails_no_empty_responses_and_blocks_labeling(home, monkeypatch):
+class _Emptied:
+    """The recipe's backend, with the responses of the rows `which` selects emptied."""
+
+    def __init__(self, backend, which: pl.Expr) -> None:
+        self.backend, self.which = backend, which
+
+    def generate(self, *args, **kwargs):
+        cands, info = self.backend.generate(*args, **kwargs)
+        emptied = pl.when(self.which).then(pl.lit("  ")).otherwise("response").alias("response")
+        return cands.with_columns(emptied), info
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["one_empty_warns", "mostly_empty_blocks"])
+def test_empty_responses_warn_and_a_broken_generator_blocks_labeling(home, monkeypatch, broken):
     import prefscale.generation
-
-    real = prefscale.generation.make_backend
-
-    class EmptyFirst:
-        """The recipe's backend, with the first response emptied."""
-
-        def __init__(self, backend) -> None:
-            self.backend = backend
-
-        def generate(self, *args, **kwargs):
-            cands, info = self.backend.generate(*args, **kwargs)
-            first = pl.int_range(pl.len()) == 0
-            return cands.with_columns(
-                pl.when(first).then(pl.lit("  ")).otherwise("response").alias("response")
-            ), info
-
     from prefscale.domain import make_prompt_pool
 
-    monkeypatch.setattr(prefscale.generation, "make_backend", lambda *a, **k: EmptyFirst(real(*a, **k)))
+    real = prefscale.generation.make_backend
+    which = pl.int_range(pl.len()) < (pl.len() if broken else 1)
+    monkeypatch.setattr(prefscale.generation, "make_backend", lambda *a, **k: _Emptied(real(*a, **k), which))
     store = ArtifactStore(home)
     store.write_frame("prompts", "1", make_prompt_pool(8, seed=1).head(4))  # real prompts to sample from
     before = store.versions("lf_votes", "1")
     result = _run(home, ["candidates", "lf_votes"])
     evaluation = _check(result, "no_empty_responses")
-    assert not evaluation.passed and evaluation.metadata["empty"].value == 1
-    assert evaluation.blocking
+    assert not evaluation.passed and evaluation.blocking
+    if not broken:  # one empty sample: a warning, and labeling runs
+        assert evaluation.metadata["empty"].value == 1
+        assert evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert result.success and _materialized(result) == {"candidates", "lf_votes"}
+        return
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["empty_share"].value == 1.0
     assert _materialized(result) == {"candidates"}
     _blocked(result, "candidates", "no_empty_responses", "lf_votes")
-    assert ArtifactStore(home).versions("lf_votes", "1") == before
+    assert store.versions("lf_votes", "1") == before

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from resources import DBT_PROJECT_DIR, dbt_executable
+from resources import DBT_PROJECT_DIR, StorageResource, dbt_executable
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -46,7 +46,9 @@ class _Translator(DagsterDbtTranslator):
 
 
 @dbt_assets(manifest=ensure_manifest(), project=DBT_PROJECT, dagster_dbt_translator=_Translator())
-def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """Build and test the warehouse from the artifacts: staging views, then the marts (eval_leaderboard,
     eval_adherence, lf_summary, reward_distribution, pair_stats, lineage_audit) and every dbt test."""
+    # dbt's profile and sources read PREFSCALE_HOME: the run's own storage root, whatever the process had before
+    os.environ["PREFSCALE_HOME"] = str(storage.root)
     yield from dbt.cli(["build"], context=context).stream()

@@ -122,3 +122,12 @@ def test_evaluation_samples_cover_heldout(pipeline):
     assert set(samples["prompt_id"]) == set(held["prompt_id"])
     assert samples.group_by("prompt_id").len()["len"].to_list() == [2] * held.height
     assert isinstance(samples, pl.DataFrame)
+
+
+def test_warehouse_reads_the_runs_own_home_whatever_the_environment_says(pipeline, tmp_path, monkeypatch):
+    # another home in the environment (an earlier test's, a shell's): dbt still builds from the run's storage
+    monkeypatch.setenv("PREFSCALE_HOME", str(tmp_path / "elsewhere"))
+    assert pipeline.materialize("warehouse").success
+    with duckdb.connect(str(pipeline.home / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from eval_leaderboard").fetchall()[0][0] > 0
+    assert not (tmp_path / "elsewhere" / "warehouse.duckdb").exists()

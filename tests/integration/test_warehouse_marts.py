@@ -18,7 +18,7 @@ from assets.dbt import warehouse_models
 from prefscale.audit import audit_chain
 from prefscale.cli import main
 from prefscale.storage import ArtifactStore
-from resources import DBT_PROJECT_DIR, dbt_executable
+from resources import DBT_PROJECT_DIR, StorageResource, dbt_executable
 from tests.integration.small_home import LFS, build_small_home, tiny_policy
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,7 @@ def build_marts(home: Path, monkeypatch: pytest.MonkeyPatch) -> dg.ExecuteInProc
     return dg.materialize(
         [warehouse_models],
         selection=selection,
-        resources={"dbt": dbt},
+        resources={"dbt": dbt, "storage": StorageResource(home=str(home))},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

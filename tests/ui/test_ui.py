@@ -51,7 +51,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1920,1200",
+    "--window-size=2560,2200",
 ]
 # What the Makefile exports for `make ui`: everything offline and quiet.
 OFFLINE_ENV = {
@@ -331,6 +331,12 @@ def drive_the_ui(dev: DagsterDev, driver: Any, tmp_path: Path) -> None:
     )
     if visible(By.XPATH, "//*[normalize-space(text())='Collapse all groups']"):
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # close the menu
+    # The expanded layout is larger than the view it was fitted to: reload (the UI keeps the groups expanded)
+    # so the graph is fitted to the window again.
+    driver.refresh()
+    wait_for(
+        lambda: visible(By.XPATH, "//*[normalize-space(text())='dpo_checkpoint']"), 60, "the graph to reload"
+    )
     time.sleep(2)  # the layout animates into place
     shot = tmp_path / SCREENSHOT.name
     assert driver.save_screenshot(str(shot)), "Chromium did not write the screenshot"

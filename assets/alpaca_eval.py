@@ -99,9 +99,8 @@ def _heldout_comparisons(store: ArtifactStore, i: int):
 def _eval_set_comparisons(store: ArtifactStore, i: int, r, compute: ComputeResource):
     """The base and the checkpoint answer an external eval set's instructions (one sample each)."""
     from prefscale.eval_sets import eval_set_pairs, load_eval_set
-    from prefscale.generation import sample_responses
+    from prefscale.generation import sample_policy
     from prefscale.judges import Comparison
-    from prefscale.policy import load_policy
 
     cfg = r.evaluation
     es = load_eval_set(cfg.reference, size=cfg.eval_set_size)
@@ -113,19 +112,7 @@ def _eval_set_comparisons(store: ArtifactStore, i: int, r, compute: ComputeResou
     base = store.current(BASE_POLICY.path[-1], UNPARTITIONED)
     ckpt = store.current(DPO_CHECKPOINT.path[-1], str(i))
     for variant, it, ref in (("base", 0, base), ("checkpoint", i, ckpt)):
-        model, tok = load_policy(ref.path, dev)
-        samples = sample_responses(
-            model,
-            tok,
-            prompts,
-            1,
-            max_new_tokens=g.max_new_tokens,
-            temperature=g.temperature,
-            top_p=g.top_p,
-            batch_size=g.batch_size,
-            seed=EVAL_SEED,
-            stop=g.stop,
-        )
+        samples = sample_policy(ref.path, dev, prompts, 1, g, EVAL_SEED)
         name = f"{ref.asset}[{ref.partition}]@{ref.version}" if it else f"{ref.asset}@{ref.version}"
         comparisons.append(Comparison(variant, it, name, eval_set_pairs(es, samples), _unfinished(samples)))
     extra = {"eval_set": es.source, "eval_set_sha256": es.sha256, "eval_set_size": es.frame.height}

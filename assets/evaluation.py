@@ -16,25 +16,12 @@ EVAL_SEED = 424242  # the same sampling seed for every model: differences come f
 
 
 def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResource, compute: ComputeResource):
-    from prefscale.generation import sample_responses
-    from prefscale.policy import load_policy
+    from prefscale.generation import sample_policy
 
     r = recipe.load()
     prompts = storage.store.read_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED)
-    model, tok = load_policy(policy.path, compute.resolve())
-    g = r.generation
-    return sample_responses(
-        model,
-        tok,
-        prompts,
-        r.evaluation.samples_per_prompt,
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        seed=EVAL_SEED,
-        stop=g.stop,
-    )
+    n = r.evaluation.samples_per_prompt
+    return sample_policy(policy.path, compute.resolve(), prompts, n, r.generation, EVAL_SEED)
 
 
 def _eval_params(recipe: RecipeResource) -> dict[str, object]:

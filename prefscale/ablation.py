@@ -61,22 +61,9 @@ def _base_policy(recipe: Recipe, out: Path, compute: Compute) -> Path:
 
 
 def _sample(policy: Path, prompts: pl.DataFrame, n: int, recipe: Recipe, compute: Compute, seed: int):
-    from prefscale.generation import sample_responses
-    from prefscale.policy import load_policy
+    from prefscale.generation import sample_policy
 
-    model, tok = load_policy(policy, compute)
-    g = recipe.generation
-    return sample_responses(
-        model,
-        tok,
-        prompts,
-        n,
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        batch_size=g.batch_size,
-        seed=seed,
-    )
+    return sample_policy(policy, compute, prompts, n, recipe.generation, seed)
 
 
 def _rewards(

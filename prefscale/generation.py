@@ -435,3 +435,24 @@ __all__: Sequence[str] = [
     "sample_seed",
     "timed",
 ]
+
+
+def sample_policy(
+    policy: str | Path, compute: Any, prompts: pl.DataFrame, n: int, settings: Any, seed: int
+) -> pl.DataFrame:
+    """Load the policy folder and sample `n` responses per prompt with a recipe's `generation` settings."""
+    from prefscale.policy import load_policy
+
+    model, tok = load_policy(policy, compute)
+    return sample_responses(
+        model,
+        tok,
+        prompts,
+        n,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        batch_size=settings.batch_size,
+        seed=seed,
+        stop=settings.stop,
+    )

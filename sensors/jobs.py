@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.best_of_n import best_of_n_if_enabled
 from assets.partitions import ITERATIONS
+from prefscale.recipe import ITERATION_ASSETS
 
 bootstrap_job = dg.define_asset_job(
     "bootstrap_job",
@@ -16,14 +17,7 @@ bootstrap_job = dg.define_asset_job(
 alignment_iteration_job = dg.define_asset_job(
     "alignment_iteration_job",
     selection=dg.AssetSelection.assets(
-        "prompts",
-        "candidates",
-        "lf_votes",
-        "quality_labels",
-        "reward_scores",
-        "preference_pairs",
-        "dpo_checkpoint",
-        "eval_results",
+        *ITERATION_ASSETS,
         *[k.path[-1] for k in best_of_n_if_enabled()],  # best_of_n when the recipe enables it
     ),
     partitions_def=ITERATIONS,

@@ -9,6 +9,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from prefscale.recipe import ITERATION_ASSETS as RECIPE_ITERATION_ASSETS
+
 SMALL = {
     "policy": {
         "embedded": {
@@ -29,16 +31,7 @@ SMALL = {
     "evaluation": {"samples_per_prompt": 2},
 }
 
-ITERATION_ASSETS = [
-    "prompts",
-    "candidates",
-    "lf_votes",
-    "quality_labels",
-    "reward_scores",
-    "preference_pairs",
-    "dpo_checkpoint",
-    "eval_results",
-]
+ITERATION_ASSETS = list(RECIPE_ITERATION_ASSETS)  # what one iteration of `make run` starts with
 BOOTSTRAP_ASSETS = ["base_policy", "eval_prompts", "eval_baseline"]
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import polars as pl
 
+from prefscale.jsonl import parse_object_line
 from prefscale.labeling import HIGH, LOW
 from prefscale.storage import file_sha256
 
@@ -111,13 +112,9 @@ def _records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[i
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append((n, f"invalid JSON ({e.msg} at column {e.colno})"))
-                continue
-            if not isinstance(obj, dict):
-                problems.append((n, f"expected a JSON object, got {type(obj).__name__}"))
+            obj, problem = parse_object_line(line)
+            if problem:
+                problems.append((n, problem))
                 continue
             records.append((n, obj))
     else:

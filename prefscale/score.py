@@ -44,6 +44,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from prefscale.jsonl import json_type_name, parse_object_line
 from prefscale.labeling import DEFAULT_TASK_TYPE, LabelingFunction, TaskTypeRule, task_type_of, validate_lfs
 from prefscale.recipe import LabelModelConfig
 
@@ -272,14 +273,6 @@ class InputRow:
     record: dict[str, Any]
 
 
-def _type_name(v: Any) -> str:
-    return (
-        "null"
-        if v is None
-        else {dict: "object", list: "array", bool: "boolean"}.get(type(v), type(v).__name__)
-    )
-
-
 def read_rows(path: str | Path) -> list[InputRow]:
     """Every row of a JSON Lines file (gzipped if it ends in .gz), or `ScoreInputError` listing every bad row."""
     path = Path(path)
@@ -302,16 +295,12 @@ def read_rows(path: str | Path) -> list[InputRow]:
         if not line.strip():
             problems.append((n, "empty line (every line must be a JSON object)"))
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append((n, f"invalid JSON ({e.msg} at column {e.colno})"))
-            continue
-        if not isinstance(rec, dict):
-            problems.append((n, f"expected a JSON object, got {_type_name(rec)}"))
+        rec, problem = parse_object_line(line)
+        if problem:
+            problems.append((n, problem))
             continue
         bad = [
-            f"missing {k!r}" if k not in rec else f"{k!r} is {_type_name(rec[k])}, not a string"
+            f"missing {k!r}" if k not in rec else f"{k!r} is {json_type_name(rec[k])}, not a string"
             for k in ("prompt", "response")
             if not isinstance(rec.get(k), str)
         ]

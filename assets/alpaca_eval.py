@@ -71,8 +71,8 @@ def _unfinished(samples: pl.DataFrame) -> float:
 
 
 def _heldout_comparisons(store: ArtifactStore, i: int):
-    from prefscale.eval_sets import heldout_pairs
-    from prefscale.judges import Comparison
+    from prefscale.evaluation.eval_sets import heldout_pairs
+    from prefscale.evaluation.judges.run import Comparison
 
     base_ref = store.current(EVAL_BASELINE.path[-1], UNPARTITIONED)
     res_ref = store.current(EVAL_RESULTS.path[-1], str(i))
@@ -98,9 +98,9 @@ def _heldout_comparisons(store: ArtifactStore, i: int):
 
 def _eval_set_comparisons(store: ArtifactStore, i: int, r, compute: ComputeResource):
     """The base and the checkpoint answer an external eval set's instructions (one sample each)."""
-    from prefscale.eval_sets import eval_set_pairs, load_eval_set
-    from prefscale.generation import sample_policy
-    from prefscale.judges import Comparison
+    from prefscale.evaluation.eval_sets import eval_set_pairs, load_eval_set
+    from prefscale.evaluation.judges.run import Comparison
+    from prefscale.generation.sampling import sample_policy
 
     cfg = r.evaluation
     es = load_eval_set(cfg.reference, size=cfg.eval_set_size)
@@ -159,11 +159,12 @@ def alpaca_eval_results(
 ) -> dg.MaterializeResult:
     from importlib.metadata import version
 
-    from prefscale import eval_lineage
-    from prefscale.alpacaeval import LC_VARIANT
-    from prefscale.eval_sets import HELDOUT_BASE
-    from prefscale.judges import make_judges, run_judges
-    from prefscale.lineage import run_url
+    from prefscale.evaluation.alpaca_metrics import LC_VARIANT
+    from prefscale.evaluation.eval_sets import HELDOUT_BASE
+    from prefscale.evaluation.judges.registry import make_judges
+    from prefscale.evaluation.judges.run import run_judges
+    from prefscale.lineage import eval_runs as eval_lineage
+    from prefscale.lineage.mlflow_runs import run_url
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)

@@ -13,7 +13,7 @@ import polars as pl
 
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS
-from prefscale.annotations import ANNOTATIONS_DIR, AnnotationsRejected, changed_iterations, load_annotations
+from prefscale.labeling.gold import ANNOTATIONS_DIR, AnnotationsRejected, changed_iterations, load_annotations
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, MissingArtifactError
 from resources import StorageResource

@@ -19,7 +19,7 @@ from assets.evaluation import EVAL_BASELINE, EVAL_RESULTS, EVAL_SEED
 from assets.partitions import ITERATIONS, iteration_of
 from assets.prompts import EVAL_PROMPTS
 from assets.reward_model import REWARD_MODEL
-from prefscale.recipe import load_recipe
+from prefscale.config.recipe import load_recipe
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, MissingArtifactError
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -58,16 +58,17 @@ def best_of_n(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.best_of_n import (
+    from prefscale.evaluation.best_of_n import (
         generator_name,
         pool_with_slots,
         score_pool,
         select_best,
         selection_summary,
     )
-    from prefscale.evaluation import evaluate
-    from prefscale.generation import generation_stats, make_backend
-    from prefscale.rewards import pairrm_model_ref
+    from prefscale.evaluation.heldout import evaluate
+    from prefscale.generation.base import generation_stats
+    from prefscale.generation.registry import make_backend
+    from prefscale.rewards.sources import pairrm_model_ref
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)
@@ -94,7 +95,7 @@ def best_of_n(
 
     rm_dir, model_ref = None, None
     if source == "reward_model":
-        from prefscale.reward_model import ensure_reward_model
+        from prefscale.rewards.reward_model import ensure_reward_model
 
         rm_ref, _ = ensure_reward_model(store, r.reward.reward_model, r.seed, dev)
         inputs.append(rm_ref)

@@ -55,7 +55,8 @@ def candidates(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.generation import generation_stats, make_backend
+    from prefscale.generation.base import generation_stats
+    from prefscale.generation.registry import make_backend
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)

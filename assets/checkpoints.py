@@ -107,9 +107,16 @@ def dpo_checkpoint(
     compute: ComputeResource,
     mlflow: MLflowResource,
 ) -> dg.MaterializeResult:
-    from prefscale.checks import checkpoint_loads
     from prefscale.commands.train import launcher, train_dpo_args
-    from prefscale.dpo import (
+    from prefscale.lineage.mlflow_runs import (
+        log_training_run,
+        pairs_dataset,
+        register_checkpoint,
+        registered_model_name,
+        run_url,
+    )
+    from prefscale.training.checks import checkpoint_loads
+    from prefscale.training.dpo import (
         ADAPTER_DIR,
         REPORT_FILE,
         DPOReport,
@@ -117,13 +124,6 @@ def dpo_checkpoint(
         dpo_fingerprint,
         last_complete_checkpoint,
         work_dir_for,
-    )
-    from prefscale.lineage import (
-        log_training_run,
-        pairs_dataset,
-        register_checkpoint,
-        registered_model_name,
-        run_url,
     )
 
     r = recipe.load()

@@ -16,7 +16,7 @@ EVAL_SEED = 424242  # the same sampling seed for every model: differences come f
 
 
 def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResource, compute: ComputeResource):
-    from prefscale.generation import sample_policy
+    from prefscale.generation.sampling import sample_policy
 
     r = recipe.load()
     prompts = storage.store.read_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED)
@@ -64,7 +64,7 @@ def _result(ref: ArtifactRef, row, adh, samples) -> dg.MaterializeResult:
 def eval_baseline(
     storage: StorageResource, recipe: RecipeResource, compute: ComputeResource
 ) -> dg.MaterializeResult:
-    from prefscale.evaluation import evaluate
+    from prefscale.evaluation.heldout import evaluate
 
     base = storage.store.current(BASE_POLICY.path[-1], UNPARTITIONED)
     samples = _sample(base, storage, recipe, compute)
@@ -97,7 +97,7 @@ def eval_results(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.evaluation import evaluate
+    from prefscale.evaluation.heldout import evaluate
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)

@@ -12,7 +12,8 @@ import polars as pl
 from assets.annotations import SME_ANNOTATIONS
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
-from prefscale.labeling import LabelingFunctionError, lf_analysis, lf_catalog
+from prefscale.labeling.analysis import lf_analysis, lf_catalog
+from prefscale.labeling.votes import LabelingFunctionError
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -64,7 +65,9 @@ def lf_votes(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.lf_models import LFContext, apply_all_lfs_with_scores, classify_tasks
+    from prefscale.labeling.apply import apply_all_lfs_with_scores
+    from prefscale.labeling.context import LFContext
+    from prefscale.labeling.task_classifier import classify_tasks
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)
@@ -141,7 +144,7 @@ def lf_votes(
 def quality_labels(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
 ) -> dg.MaterializeResult:
-    from prefscale.label_model import fit_label_model, gold_metrics
+    from prefscale.labeling.label_model import fit_label_model, gold_metrics
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)

@@ -6,8 +6,8 @@ import polars as pl
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
-from prefscale.checks import non_positive_margins, unknown_candidate_refs
-from prefscale.pairs import DROP_REASONS, select_pairs
+from prefscale.pairs.checks import non_positive_margins, unknown_candidate_refs
+from prefscale.pairs.selection import DROP_REASONS, select_pairs
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
 

@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from prefscale.recipe import load_recipe
+from prefscale.config.recipe import load_recipe
 
 
 def iteration_count() -> int:

@@ -28,8 +28,9 @@ def base_policy(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale import domain
-    from prefscale.policy import load_policy, pretrain_tiny_llama, save_policy
+    from prefscale.data import domain
+    from prefscale.policy.io import load_policy, save_policy
+    from prefscale.policy.tiny import pretrain_tiny_llama
 
     r = recipe.load()
     dev = compute.resolve()
@@ -69,8 +70,8 @@ def base_policy(
             }
         )
     elif r.policy.source == "gguf":
-        from prefscale.policy import convert_gguf
-        from prefscale.recipe import resolve_gguf
+        from prefscale.config.policy import resolve_gguf
+        from prefscale.policy.gguf import convert_gguf
         from prefscale.storage import file_sha256
 
         gguf_path = resolve_gguf(r.policy.gguf)

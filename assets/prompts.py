@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import ITERATIONS, iteration_of
-from prefscale.prompts import build_pool, split_pool
+from prefscale.data.prompts import build_pool, split_pool
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, file_sha256
 from resources import RecipeResource, StorageResource

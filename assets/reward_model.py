@@ -12,7 +12,7 @@ import dagster as dg
 from assets.candidates import CANDIDATES
 from assets.labels import QUALITY_LABELS
 from assets.policy import BASE_POLICY
-from prefscale.reward_model import REWARD_MODEL_ASSET, TRAIN_ITERATION
+from prefscale.rewards.reward_model import REWARD_MODEL_ASSET, TRAIN_ITERATION
 from resources import ComputeResource, RecipeResource, StorageResource
 
 REWARD_MODEL = dg.AssetKey(REWARD_MODEL_ASSET)
@@ -39,7 +39,7 @@ def reward_model(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.reward_model import ensure_reward_model, stored_report
+    from prefscale.rewards.reward_model import ensure_reward_model, stored_report
 
     r = recipe.load()
     dev = compute.resolve()

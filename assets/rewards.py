@@ -19,7 +19,7 @@ from assets.candidates import CANDIDATES
 from assets.labels import QUALITY_LABELS
 from assets.partitions import ITERATIONS, iteration_of
 from assets.reward_model import REWARD_MODEL
-from prefscale.recipe import load_recipe
+from prefscale.config.recipe import load_recipe
 from prefscale.report import markdown_table
 from resources import ComputeResource, RecipeResource, StorageResource
 
@@ -65,16 +65,15 @@ def reward_scores(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from prefscale.rewards import (
-        combine_rewards,
+    from prefscale.rewards.base import score_column
+    from prefscale.rewards.ensemble import combine_rewards
+    from prefscale.rewards.sources import pairrm_model_ref, source_scores
+    from prefscale.rewards.summary import (
         describe_sources,
         distribution_png,
-        pairrm_model_ref,
         png_markdown,
         reward_summary,
-        score_column,
         source_correlations,
-        source_scores,
     )
 
     r = recipe.load()
@@ -92,7 +91,7 @@ def reward_scores(
     dev = compute.resolve() if any(s.source != "label_model" for s in sources) else None
     rm_dir = None
     if "reward_model" in r.reward.names:
-        from prefscale.reward_model import ensure_reward_model
+        from prefscale.rewards.reward_model import ensure_reward_model
 
         rm_ref, trained = ensure_reward_model(store, r.reward.reward_model, r.seed, dev)
         inputs.append(rm_ref)

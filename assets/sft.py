@@ -32,7 +32,7 @@ CURATED_SFT = dg.AssetKey("curated_sft")
 def curated_sft(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
 ) -> dg.MaterializeResult:
-    from prefscale.rewards import curate_sft
+    from prefscale.rewards.curation import curate_sft
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)

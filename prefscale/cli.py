@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefscale.commands import COMMAND_MODULES
-from prefscale.recipe import (
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import (
     RECIPES_DIR,
     Recipe,
-    RecipeError,
     iteration_assets,
     load_recipe,
     recipe_input_problems,

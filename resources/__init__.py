@@ -13,8 +13,8 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from prefscale.compute import Compute, resolve_compute
-from prefscale.lineage import tracking_uri_for
-from prefscale.recipe import Recipe, load_recipe
+from prefscale.config.recipe import Recipe, load_recipe
+from prefscale.lineage.mlflow_runs import tracking_uri_for
 from prefscale.storage import ArtifactStore, default_home
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"

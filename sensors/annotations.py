@@ -30,7 +30,7 @@ import dagster as dg
 from assets.annotations import SME_ANNOTATIONS
 from assets.labels import LF_VOTES, QUALITY_LABELS
 from assets.partitions import ITERATIONS
-from prefscale.annotations import ANNOTATIONS_DIR, file_digests
+from prefscale.labeling.gold import ANNOTATIONS_DIR, file_digests
 from prefscale.storage import default_home
 from sensors.jobs import alignment_iteration_job
 from sensors.schedules import active_runs, describe_runs

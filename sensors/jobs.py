@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets.best_of_n import best_of_n_if_enabled
 from assets.partitions import ITERATIONS
-from prefscale.recipe import ITERATION_ASSETS
+from prefscale.artifacts import ITERATION_ASSETS
 
 bootstrap_job = dg.define_asset_job(
     "bootstrap_job",

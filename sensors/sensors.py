@@ -40,7 +40,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import ITERATIONS
-from prefscale.recipe import Recipe, RecipeError, load_recipe, resolve_recipe_path
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import Recipe, load_recipe, resolve_recipe_path
 from prefscale.storage import file_sha256
 from sensors.jobs import alignment_iteration_job, bootstrap_job
 from sensors.schedules import active_runs, describe_runs

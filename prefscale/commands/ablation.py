@@ -18,10 +18,10 @@ against the base by the SME rubric judge, adherence, length). Iteration 0 is the
 def _run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from prefscale.ablation import run_pair_ablation
     from prefscale.compute import resolve_compute
-    from prefscale.recipe import load_recipe
+    from prefscale.config.recipe import load_recipe
     from prefscale.report import text_table
+    from prefscale.tools.ablation import run_pair_ablation
 
     overrides = json.loads(args.overrides) if args.overrides else None
     recipe = load_recipe(args.recipe, overrides)

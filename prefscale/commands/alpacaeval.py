@@ -64,7 +64,7 @@ def _print_table(path: str, m: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefscale.alpacaeval import AnnotationsError, compute_metrics, load_annotations
+    from prefscale.evaluation.alpaca_metrics import AnnotationsError, compute_metrics, load_annotations
 
     try:
         annotations = load_annotations(args.annotations)

@@ -71,7 +71,7 @@ def _print_eval(r: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefscale.score import ScoreInputError, evaluate_alpaca_pairs, score_file
+    from prefscale.tools.score import ScoreInputError, evaluate_alpaca_pairs, score_file
 
     if args.eval_alpaca_pairs:
         if args.input or args.output:
@@ -114,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `score` sub-command to the `prefscale` parser."""
-    from prefscale.score import DEFAULT_PACK, SCORE_SOURCES
+    from prefscale.config.labeling import DEFAULT_PACK
+    from prefscale.rewards.text_scores import SCORE_SOURCES
 
     p = subparsers.add_parser(
         "score", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -25,7 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prefscale.recipe import DPOSettings, RecipeError, load_recipe
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import load_recipe
+from prefscale.config.training import DPOSettings
 
 EXIT_BAD_INPUT = 2
 
@@ -219,8 +221,8 @@ def _compute(device: str, threads: int | None) -> Any:
 def _run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from prefscale.dpo import REPORT_FILE, dpo_fingerprint, train_dpo
     from prefscale.storage import default_home, digest_folder, file_sha256
+    from prefscale.training.dpo import REPORT_FILE, dpo_fingerprint, train_dpo
 
     # Everything that can be wrong with the inputs fails here, before a model is loaded.
     settings, seed = _settings(args)

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from prefscale.recipe import ITERATION_ASSETS as RECIPE_ITERATION_ASSETS
+from prefscale.artifacts import ITERATION_ASSETS as RECIPE_ITERATION_ASSETS
 
 SMALL = {
     "policy": {

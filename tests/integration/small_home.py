@@ -16,8 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
-from prefscale.pairs import select_pairs
-from prefscale.rewards import combine_rewards
+from prefscale.pairs.selection import select_pairs
+from prefscale.rewards.ensemble import combine_rewards
 from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore
 
 LFS = [("mentions_company", "a1b2c3"), ("thanks_customer", "d4e5f6")]
@@ -37,10 +37,10 @@ class SmallHome:
 
 def tiny_policy(out: Path) -> Path:
     """A real tiny Llama + tokenizer folder (trained for a few steps, < 2 s)."""
-    from prefscale import domain
     from prefscale.compute import resolve_compute
-    from prefscale.policy import pretrain_tiny_llama
-    from prefscale.recipe import EmbeddedModel
+    from prefscale.config.policy import EmbeddedModel
+    from prefscale.data import domain
+    from prefscale.policy.tiny import pretrain_tiny_llama
 
     cfg = EmbeddedModel(
         vocab_size=300,

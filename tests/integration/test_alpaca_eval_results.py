@@ -16,10 +16,10 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prefscale.alpacaeval import load_annotations
 from prefscale.cli import main
-from prefscale.eval_lineage import eval_runs
-from prefscale.recipe import deep_merge
+from prefscale.config.recipe import deep_merge
+from prefscale.evaluation.alpaca_metrics import load_annotations
+from prefscale.lineage.eval_runs import eval_runs
 from prefscale.storage import ArtifactStore
 from resources import default_resources
 

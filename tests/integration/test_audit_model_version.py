@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prefscale.cli import main
-from prefscale.lineage import (
+from prefscale.lineage.mlflow_runs import (
     parse_model_ref,
     register_checkpoint,
     registered_checkpoint,

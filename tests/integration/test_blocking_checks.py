@@ -14,7 +14,7 @@ import pytest
 
 import assets.pairs
 import definitions
-from prefscale.pairs import PairSelection
+from prefscale.pairs.selection import PairSelection
 from prefscale.storage import ArtifactStore
 from tests.integration.conftest import small_resources
 from tests.integration.small_home import build_small_home, tiny_policy
@@ -165,12 +165,14 @@ class _Emptied:
 
 @pytest.mark.parametrize("broken", [False, True], ids=["one_empty_warns", "mostly_empty_blocks"])
 def test_empty_responses_warn_and_a_broken_generator_blocks_labeling(home, monkeypatch, broken):
-    import prefscale.generation
-    from prefscale.domain import make_prompt_pool
+    import prefscale.generation.registry
+    from prefscale.data.domain import make_prompt_pool
 
-    real = prefscale.generation.make_backend
+    real = prefscale.generation.registry.make_backend
     which = pl.int_range(pl.len()) < (pl.len() if broken else 1)
-    monkeypatch.setattr(prefscale.generation, "make_backend", lambda *a, **k: _Emptied(real(*a, **k), which))
+    monkeypatch.setattr(
+        prefscale.generation.registry, "make_backend", lambda *a, **k: _Emptied(real(*a, **k), which)
+    )
     store = ArtifactStore(home)
     store.write_frame("prompts", "1", make_prompt_pool(8, seed=1).head(4))  # real prompts to sample from
     before = store.versions("lf_votes", "1")

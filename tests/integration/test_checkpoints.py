@@ -12,10 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from assets.checkpoints import dpo_checkpoint
-from prefscale.dpo import last_complete_checkpoint
-from prefscale.lineage import MLFLOW_DIGEST_CHARS
-from prefscale.recipe import deep_merge
+from prefscale.config.recipe import deep_merge
+from prefscale.lineage.mlflow_runs import MLFLOW_DIGEST_CHARS
 from prefscale.storage import ArtifactStore
+from prefscale.training.dpo import last_complete_checkpoint
 from resources import RecipeResource, StorageResource
 from tests.integration.conftest import SMALL
 

@@ -13,8 +13,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from prefscale.generation import CANDIDATE_SCHEMA
-from prefscale.recipe import deep_merge
+from prefscale.config.recipe import deep_merge
+from prefscale.generation.base import CANDIDATE_SCHEMA
 from prefscale.storage import ArtifactStore
 from resources import RecipeResource
 from tests.fake_openai_server import FakeServer

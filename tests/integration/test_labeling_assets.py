@@ -14,8 +14,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from prefscale import domain
-from prefscale.generation import CANDIDATE_SCHEMA
+from prefscale.data import domain
+from prefscale.generation.base import CANDIDATE_SCHEMA
 from prefscale.storage import ArtifactStore
 from sensors.annotations import annotations_decision
 

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prefscale.rubric import PREFERENCES
+from prefscale.evaluation.rubric import PREFERENCES
 from prefscale.storage import ArtifactStore
 
 pytestmark = pytest.mark.integration

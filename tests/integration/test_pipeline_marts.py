@@ -5,9 +5,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from prefscale.audit import audit_chain
 from prefscale.cli import main
-from prefscale.lineage import find_model_versions, tracking_uri_for
+from prefscale.lineage.audit import audit_chain
+from prefscale.lineage.mlflow_runs import find_model_versions, tracking_uri_for
 from prefscale.storage import ArtifactStore
 
 pytestmark = pytest.mark.integration

@@ -6,10 +6,10 @@ import dagster as dg
 import pytest
 
 from assets.policy import base_policy
-from prefscale import domain
 from prefscale.compute import resolve_compute
-from prefscale.policy import pretrain_tiny_llama
-from prefscale.recipe import EmbeddedModel
+from prefscale.config.policy import EmbeddedModel
+from prefscale.data import domain
+from prefscale.policy.tiny import pretrain_tiny_llama
 from prefscale.storage import ArtifactStore, digest_folder
 from resources import ComputeResource, RecipeResource, StorageResource
 

@@ -14,10 +14,11 @@ import pytest
 
 from assets.policy import base_policy
 from assets.prompts import eval_prompts, prompts
-from prefscale import domain
 from prefscale.compute import resolve_compute
-from prefscale.policy import load_policy, pretrain_tiny_llama
-from prefscale.recipe import EmbeddedModel
+from prefscale.config.policy import EmbeddedModel
+from prefscale.data import domain
+from prefscale.policy.io import load_policy
+from prefscale.policy.tiny import pretrain_tiny_llama
 from prefscale.storage import ArtifactStore, digest_folder
 from resources import ComputeResource, RecipeResource, StorageResource
 

@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from prefscale.recipe import deep_merge
+from prefscale.config.recipe import deep_merge
 from prefscale.storage import ArtifactStore
 from tests.integration.conftest import SMALL
 

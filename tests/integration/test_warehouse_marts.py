@@ -15,8 +15,8 @@ import pytest
 from dagster_dbt import DbtCliResource
 
 from assets.dbt import warehouse_models
-from prefscale.audit import audit_chain
 from prefscale.cli import main
+from prefscale.lineage.audit import audit_chain
 from prefscale.storage import ArtifactStore
 from resources import DBT_PROJECT_DIR, StorageResource, dbt_executable
 from tests.integration.small_home import LFS, build_small_home, tiny_policy

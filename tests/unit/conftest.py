@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from prefscale import domain
 from prefscale.compute import resolve_compute
-from prefscale.policy import pretrain_tiny_llama
-from prefscale.recipe import EmbeddedModel
+from prefscale.config.policy import EmbeddedModel
+from prefscale.data import domain
+from prefscale.policy.tiny import pretrain_tiny_llama
 
 TINY_MODEL = EmbeddedModel(
     vocab_size=400,

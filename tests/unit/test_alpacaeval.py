@@ -15,8 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prefscale.alpacaeval import REQUIRED_KEYS, AnnotationsError, compute_metrics, load_annotations
 from prefscale.cli import main
+from prefscale.evaluation.alpaca_metrics import (
+    REQUIRED_KEYS,
+    AnnotationsError,
+    compute_metrics,
+    load_annotations,
+)
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "alpacaeval" / "claude-2.1.sample.jsonl"
 

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from prefscale.annotations import (
+from prefscale.labeling.gold import (
     AnnotationsRejected,
     annotation_files,
     changed_iterations,

@@ -5,15 +5,16 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from prefscale.best_of_n import (
+from prefscale.config.evaluation import EvaluationConfig
+from prefscale.config.recipe import load_recipe
+from prefscale.evaluation.best_of_n import (
     generator_name,
     pool_with_slots,
     score_pool,
     select_best,
     selection_summary,
 )
-from prefscale.generation import CANDIDATE_SCHEMA
-from prefscale.recipe import EvaluationConfig, load_recipe
+from prefscale.generation.base import CANDIDATE_SCHEMA
 
 
 def pool(prompts: int = 2, slots: int = 2, n: int = 3, texts=None) -> pl.DataFrame:

@@ -6,9 +6,10 @@ import polars as pl
 import pytest
 from safetensors.torch import load_file, save_file
 
-from prefscale.checks import checkpoint_loads, non_positive_margins, unknown_candidate_refs
-from prefscale.pairs import select_pairs
-from prefscale.rewards import combine_rewards
+from prefscale.pairs.checks import non_positive_margins, unknown_candidate_refs
+from prefscale.pairs.selection import select_pairs
+from prefscale.rewards.ensemble import combine_rewards
+from prefscale.training.checks import checkpoint_loads
 
 
 def _candidates() -> pl.DataFrame:

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from prefscale.cli import build_parser, main
-from prefscale.recipe import RECIPES_DIR
+from prefscale.config.recipe import RECIPES_DIR
 
 
 def test_recipe_validate_embedded(capsys):

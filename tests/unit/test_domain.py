@@ -6,7 +6,8 @@ import re
 import polars as pl
 import pytest
 
-from prefscale import domain, rubric
+from prefscale.data import domain
+from prefscale.evaluation import rubric
 
 
 def test_prompt_pool_is_deterministic_from_seed():

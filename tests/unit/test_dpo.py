@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prefscale.dpo import train_dpo
-from prefscale.pairs import PAIR_SCHEMA
-from prefscale.policy import load_policy
-from prefscale.recipe import DPOSettings
+from prefscale.config.training import DPOSettings
+from prefscale.pairs.selection import PAIR_SCHEMA
+from prefscale.policy.io import load_policy
+from prefscale.training.dpo import train_dpo
 
 SETTINGS = DPOSettings(num_train_epochs=1, per_device_train_batch_size=4, max_length=128, learning_rate=1e-3)
 CHOSEN = (

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from prefscale.bench_dpo import PRESETS, add_parser, bench_dpo, flops_per_token, main
+from prefscale.tools.bench_dpo import PRESETS, add_parser, bench_dpo, flops_per_token, main
 
 
 def test_flops_per_token_counts_policy_reference_and_recompute():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from prefscale.commands.train import launcher
-from prefscale.recipe import load_recipe
+from prefscale.config.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -19,11 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from prefscale.commands.train import launcher, train_dpo_args
-from prefscale.dpo import ADAPTER_DIR, REPORT_FILE, DPOReport, last_complete_checkpoint, train_dpo
-from prefscale.generation import sample_responses
-from prefscale.pairs import PAIR_SCHEMA
-from prefscale.policy import load_policy
-from prefscale.recipe import DPOSettings
+from prefscale.config.training import DPOSettings
+from prefscale.generation.transformers_backend import sample_responses
+from prefscale.pairs.selection import PAIR_SCHEMA
+from prefscale.policy.io import load_policy
+from prefscale.training.dpo import ADAPTER_DIR, REPORT_FILE, DPOReport, last_complete_checkpoint, train_dpo
 
 # 24 pairs, batch 2, 2 epochs: 24 optimizer steps, a trainer checkpoint every 4.
 SETTINGS = DPOSettings(

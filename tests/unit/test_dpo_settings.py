@@ -12,7 +12,10 @@ from safetensors.torch import load_file
 from prefscale.cli import main
 from prefscale.commands.train import launcher, train_dpo_args, work_dir_lock
 from prefscale.compute import Compute
-from prefscale.dpo import (
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import load_recipe
+from prefscale.config.training import DPOSettings
+from prefscale.training.dpo import (
     ADAPTER_DIR,
     build_dpo_config,
     dpo_fingerprint,
@@ -20,7 +23,6 @@ from prefscale.dpo import (
     train_dpo,
     work_dir_for,
 )
-from prefscale.recipe import DPOSettings, RecipeError, load_recipe
 from tests.unit.test_dpo_resume import make_pairs
 
 CPU = Compute("cpu", torch.float32)

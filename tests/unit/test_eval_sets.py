@@ -9,8 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefscale import eval_sets
-from prefscale.eval_sets import (
+from prefscale.config.base import RecipeError
+from prefscale.config.evaluation import EvaluationConfig
+from prefscale.config.recipe import load_recipe
+from prefscale.evaluation import eval_sets
+from prefscale.evaluation.eval_sets import (
     ALPACA_EVAL_GENERATOR,
     EvalSetError,
     eval_set_pairs,
@@ -19,7 +22,6 @@ from prefscale.eval_sets import (
     load_eval_file,
     load_eval_set,
 )
-from prefscale.recipe import EvaluationConfig, RecipeError, load_recipe
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "alpaca_eval_judge" / "eval_set.jsonl"
 

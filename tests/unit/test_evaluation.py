@@ -3,8 +3,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from prefscale import rubric
-from prefscale.evaluation import ADHERENCE_SCHEMA, LEADERBOARD_SCHEMA, adherence, evaluate
+from prefscale.evaluation import rubric
+from prefscale.evaluation.heldout import ADHERENCE_SCHEMA, LEADERBOARD_SCHEMA, adherence, evaluate
 
 GOOD = (
     "Thank you for reaching out.\n"

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from prefscale.bench_generate import (
+from prefscale.cli import main
+from prefscale.tools.bench_generate import (
     MISTRAL_7B,
     decode_bound_tokens_per_second,
     kv_bytes_per_token,
     weight_bytes,
 )
-from prefscale.cli import main
 
 
 def test_tiny_bench_json_last_line(capsys):

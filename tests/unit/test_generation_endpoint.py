@@ -7,10 +7,11 @@ import time
 import polars as pl
 import pytest
 
-from prefscale import domain
-from prefscale.gen_endpoint import EndpointBackend, EndpointError, parse_completion
-from prefscale.generation import CANDIDATE_SCHEMA, Sampling, make_backend, sample_seed
-from prefscale.recipe import EndpointSettings, GenerationConfig
+from prefscale.config.generation import EndpointSettings, GenerationConfig
+from prefscale.data import domain
+from prefscale.generation.base import CANDIDATE_SCHEMA, Sampling, sample_seed
+from prefscale.generation.endpoint_backend import EndpointBackend, EndpointError, parse_completion
+from prefscale.generation.registry import make_backend
 from tests.fake_openai_server import FakeServer
 
 

@@ -6,20 +6,19 @@ import polars as pl
 import pytest
 import torch
 
-from prefscale import domain
-from prefscale.generation import (
+from prefscale.config.generation import GenerationConfig
+from prefscale.data import domain
+from prefscale.generation.base import (
     CANDIDATE_SCHEMA,
     Sampling,
-    TransformersBackend,
     cut_at_stop,
-    generate_transformers,
     generation_stats,
     is_oom,
-    make_backend,
     sample_seed,
 )
-from prefscale.policy import load_policy
-from prefscale.recipe import GenerationConfig
+from prefscale.generation.registry import make_backend
+from prefscale.generation.transformers_backend import TransformersBackend, generate_transformers
+from prefscale.policy.io import load_policy
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 import polars as pl
 import pytest
 
-from prefscale import domain
-from prefscale.gen_vllm import (
+from prefscale.config.generation import GenerationConfig
+from prefscale.data import domain
+from prefscale.generation.base import CANDIDATE_SCHEMA, Sampling, sample_seed
+from prefscale.generation.registry import make_backend
+from prefscale.generation.vllm_backend import (
     INSTALL_HINT,
     BackendUnavailable,
     VLLMBackend,
@@ -19,8 +22,6 @@ from prefscale.gen_vllm import (
     import_vllm,
     sampling_params_kwargs,
 )
-from prefscale.generation import CANDIDATE_SCHEMA, Sampling, make_backend, sample_seed
-from prefscale.recipe import GenerationConfig
 
 
 def test_missing_vllm_names_the_extra(monkeypatch, tiny_policy):

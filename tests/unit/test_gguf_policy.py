@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-from prefscale.policy import chat_text, convert_gguf, load_policy
+from prefscale.policy.chat import chat_text
+from prefscale.policy.gguf import convert_gguf
+from prefscale.policy.io import load_policy
 from prefscale.storage import file_sha256
 
 pytestmark = pytest.mark.slow

@@ -15,23 +15,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefscale import rubric
-from prefscale.alpacaeval import compute_metrics, load_annotations
-from prefscale.judges import (
-    ALPACA_COLUMNS,
-    AlpacaEvalJudge,
-    Comparison,
-    LocalLLMJudge,
-    MissingAPIKeyError,
-    PairRMJudge,
-    RubricJudge,
-    WeakSupervisionJudge,
-    judge_metrics,
-    make_judges,
-    run_judges,
-    swap_averaged_preference,
-)
-from prefscale.recipe import EvaluationConfig, load_recipe
+from prefscale.config.evaluation import EvaluationConfig
+from prefscale.config.recipe import load_recipe
+from prefscale.evaluation import rubric
+from prefscale.evaluation.alpaca_metrics import compute_metrics, load_annotations
+from prefscale.evaluation.judges.alpaca_eval import AlpacaEvalJudge, MissingAPIKeyError
+from prefscale.evaluation.judges.base import ALPACA_COLUMNS
+from prefscale.evaluation.judges.local_llm import LocalLLMJudge, swap_averaged_preference
+from prefscale.evaluation.judges.metrics import judge_metrics
+from prefscale.evaluation.judges.pairrm import PairRMJudge
+from prefscale.evaluation.judges.registry import make_judges
+from prefscale.evaluation.judges.rubric import RubricJudge
+from prefscale.evaluation.judges.run import Comparison, run_judges
+from prefscale.evaluation.judges.weak_supervision import WeakSupervisionJudge
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "alpaca_eval_judge"
 FAKE_KEY = "sk-prefscale-fake-test-key"
@@ -125,7 +121,7 @@ def test_weak_supervision_judge(rubric_pairs, tmp_path):
 def test_pairrm_judge_is_one_plus_the_order_balanced_probability(rubric_pairs, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from prefscale.pairrm import pairrm_matrix, win_probabilities
+    from prefscale.rewards.pairrm import pairrm_matrix, win_probabilities
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     judge = PairRMJudge("tiny", cache_dir=tmp_path / "cache", seed=3)

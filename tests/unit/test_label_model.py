@@ -4,8 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefscale.label_model import fit_label_model, majority_vote
-from prefscale.labeling import ABSTAIN, HIGH, LOW
+from prefscale.labeling.label_model import fit_label_model, majority_vote
+from prefscale.labeling.votes import ABSTAIN, HIGH, LOW
 
 LF_NAMES = ["lf0", "lf1", "lf2", "lf3", "lf4"]
 N_UNLABELLED = 12

@@ -4,11 +4,9 @@ import polars as pl
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from prefscale.labeling import (
-    ABSTAIN,
-    HIGH,
-    LOW,
-    VOTE_DTYPE,
+from prefscale.labeling.analysis import lf_catalog, lf_summary
+from prefscale.labeling.apply import apply_lfs
+from prefscale.labeling.pattern_kinds import (
     FinishLF,
     LabelingFunction,
     LengthLF,
@@ -16,11 +14,8 @@ from prefscale.labeling import (
     OrderedLF,
     RegexLF,
     WordRatioLF,
-    apply_lfs,
-    lf_catalog,
-    lf_summary,
-    validate_lfs,
 )
+from prefscale.labeling.votes import ABSTAIN, HIGH, LOW, VOTE_DTYPE, validate_lfs
 
 
 def frame(responses, task_types=None, finish=None):

@@ -12,24 +12,14 @@ import pytest
 from snorkel.labeling import LabelingFunction as SnorkelLF
 from snorkel.labeling import PandasLFApplier
 
-import prefscale.labeling as labeling
-from prefscale.bench import bench_lf, synthetic_candidates
+import prefscale.labeling.apply as labeling_apply
 from prefscale.cli import main
-from prefscale.labeling import (
-    ABSTAIN,
-    HIGH,
-    LOW,
-    FinishLF,
-    LengthLF,
-    ListFormatLF,
-    OrderedLF,
-    RegexLF,
-    WordRatioLF,
-    apply_lfs,
-    python_regex,
-    snorkel_lfs,
-)
-from prefscale.recipe import load_recipe
+from prefscale.config.recipe import load_recipe
+from prefscale.labeling.apply import apply_lfs, snorkel_lfs
+from prefscale.labeling.pattern_kinds import FinishLF, LengthLF, ListFormatLF, OrderedLF, RegexLF, WordRatioLF
+from prefscale.labeling.regex_dialect import _rust_count, python_regex
+from prefscale.labeling.votes import ABSTAIN, HIGH, LOW
+from prefscale.tools.bench_lf import bench_lf, synthetic_candidates
 
 TASKS = ("troubleshooting", "billing", "plan_question", "complaint")
 
@@ -93,7 +83,7 @@ EDGE_RESPONSES: list[str | None] = [
     "thank you.\nUnplug it, then ask us for help",
     "\u0130stanbul office",
 ]
-# Patterns chosen to exercise each translation concern (see the comment above `_codepoints` in labeling.py).
+# Patterns chosen to exercise each translation concern (see the comment above `_codepoints` in prefscale/labeling/regex_dialect.py).
 REGEX_LFS = [
     RegexLF(name="company", pattern=r"\blumora\b", vote="high"),
     RegexLF(name="company_exact", pattern="(?-i)Lumora", vote="high"),
@@ -258,7 +248,7 @@ def test_translation_follows_polars_where_re_does_not(pattern, text):
     except re.error:
         pass  # or `re` rejects the pattern outright
     rx = python_regex(pattern, text)
-    assert (rx.search(text) is not None, labeling._rust_count(rx, text)) == want
+    assert (rx.search(text) is not None, _rust_count(rx, text)) == want
 
 
 def test_translation_fuzz_against_polars():
@@ -283,7 +273,7 @@ def test_translation_fuzz_against_polars():
     series = pl.Series(texts)
     for pattern in patterns:
         want = series.str.count_matches(pattern).to_list()
-        got = [labeling._rust_count(python_regex(pattern, t), t) for t in texts]
+        got = [_rust_count(python_regex(pattern, t), t) for t in texts]
         assert got == want, pattern
 
 
@@ -308,7 +298,7 @@ def test_snorkel_lfs_rejects_duplicate_names():
 
 
 def test_apply_lfs_names_the_function_and_row_with_an_invalid_vote(monkeypatch):
-    real = labeling.lf_expression
+    real = labeling_apply.lf_expression
 
     def broken(lf, words=None):
         expr = real(lf, words)
@@ -318,7 +308,7 @@ def test_apply_lfs_names_the_function_and_row_with_an_invalid_vote(monkeypatch):
             )
         return expr
 
-    monkeypatch.setattr(labeling, "lf_expression", broken)
+    monkeypatch.setattr(labeling_apply, "lf_expression", broken)
     rows = pl.DataFrame(
         {"candidate_id": ["c0", "c1", "c2"], "response": ["a", "b", "c"], "task_type": ["billing"] * 3}
     )

@@ -15,34 +15,20 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from prefscale import domain
-from prefscale.label_model import fit_label_model, gold_metrics
-from prefscale.labeling import (
-    ABSTAIN,
-    HIGH,
-    LOW,
-    LabelingFunctionError,
-    PythonLF,
-    RegexLF,
-    apply_lfs,
-    lf_analysis,
-    lf_catalog,
-    lf_summary,
-    snorkel_lfs,
-)
-from prefscale.lf_models import (
-    LFContext,
-    LLMPromptLF,
-    PerplexityLF,
-    SimilarityLF,
-    TaskClassifier,
-    apply_all_lfs,
-    apply_all_lfs_with_scores,
-    classify_tasks,
-    tfidf_cosine,
-)
-from prefscale.policy import chat_text, load_policy
-from prefscale.recipe import LabelingConfig, load_recipe
+from prefscale.config.labeling import LabelingConfig
+from prefscale.config.recipe import load_recipe
+from prefscale.data import domain
+from prefscale.labeling.analysis import lf_analysis, lf_catalog, lf_summary
+from prefscale.labeling.apply import apply_all_lfs, apply_all_lfs_with_scores, apply_lfs, snorkel_lfs
+from prefscale.labeling.context import LFContext
+from prefscale.labeling.label_model import fit_label_model, gold_metrics
+from prefscale.labeling.lm_scores import tfidf_cosine
+from prefscale.labeling.model_kinds import LLMPromptLF, PerplexityLF, SimilarityLF
+from prefscale.labeling.pattern_kinds import PythonLF, RegexLF
+from prefscale.labeling.task_classifier import TaskClassifier, classify_tasks
+from prefscale.labeling.votes import ABSTAIN, HIGH, LOW, LabelingFunctionError
+from prefscale.policy.chat import chat_text
+from prefscale.policy.io import load_policy
 from prefscale.storage import ArtifactStore
 
 FIX = "tests.fixtures.labeling.python_lfs"
@@ -478,7 +464,7 @@ def test_task_classifier_fills_missing_task_types(method):
 
 
 def test_task_classifier_tags_an_untagged_prompts_file():
-    from prefscale.prompts import load_prompts_file
+    from prefscale.data.prompts import load_prompts_file
 
     r = load_recipe("tests/fixtures/labeling/file_recipe.yaml")
     clf = r.labeling.task_classifier

@@ -7,7 +7,10 @@ import typing
 import polars as pl
 import pytest
 
-from prefscale.pairs import (
+from prefscale.config.base import RecipeError
+from prefscale.config.pairs import PairsConfig
+from prefscale.config.recipe import load_recipe
+from prefscale.pairs.selection import (
     BELOW_MIN_MARGIN,
     DROP_REASONS,
     IDENTICAL_BEST_AND_WORST,
@@ -18,7 +21,6 @@ from prefscale.pairs import (
     TIED_REWARDS,
     select_pairs,
 )
-from prefscale.recipe import PairsConfig, RecipeError, load_recipe
 
 
 def frame(rows):

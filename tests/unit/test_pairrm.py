@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefscale.pairrm import (
+from prefscale.pairs.selection import select_pairs
+from prefscale.rewards.base import REWARD_SCHEMA
+from prefscale.rewards.pairrm import (
     BACKBONE_DIR,
     PAIRRM_REWARD_SCHEMA,
     PATCHED_ON_IMPORT,
@@ -23,8 +25,6 @@ from prefscale.pairrm import (
     pairrm_scores,
     win_probabilities,
 )
-from prefscale.pairs import select_pairs
-from prefscale.rewards import REWARD_SCHEMA
 
 # Prompts with 4, 3 and 4 candidates: unequal sizes exercise the batching by size.
 PROMPTS = ["How do I reset my router?", "Why did my bill go up?", "Can I keep my number?"]

@@ -7,18 +7,12 @@ import polars as pl
 import pytest
 from transformers import LlamaForCausalLM
 
-from prefscale import domain
-from prefscale.generation import CANDIDATE_SCHEMA, generation_stats, sample_responses, timed
-from prefscale.policy import (
-    ASSISTANT,
-    CHAT_TEMPLATE,
-    END,
-    PAD,
-    chat_text,
-    folder_digest,
-    load_policy,
-    pretrain_tiny_llama,
-)
+from prefscale.data import domain
+from prefscale.generation.base import CANDIDATE_SCHEMA, generation_stats, timed
+from prefscale.generation.transformers_backend import sample_responses
+from prefscale.policy.chat import ASSISTANT, CHAT_TEMPLATE, END, PAD, chat_text
+from prefscale.policy.io import folder_digest, load_policy
+from prefscale.policy.tiny import pretrain_tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import re
 import polars as pl
 import pytest
 
-from prefscale.prompts import PromptsFileError, build_pool, load_prompts_file, split_pool
-from prefscale.recipe import DataConfig
+from prefscale.config.data import DataConfig
+from prefscale.data.prompts import PromptsFileError, build_pool, load_prompts_file, split_pool
 
 
 def _jsonl(path, rows):

@@ -8,9 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from prefscale.labeling import TaskTypeRule, tag_task_types
-from prefscale.prompts import PromptsFileError, build_pool, load_hf_dataset, split_pool
-from prefscale.recipe import DataConfig, load_recipe
+from prefscale.config.data import DataConfig
+from prefscale.config.recipe import load_recipe
+from prefscale.data.prompts import PromptsFileError, build_pool, load_hf_dataset, split_pool
+from prefscale.labeling.task_types import TaskTypeRule, tag_task_types
 
 
 def _ultrafeedback_like(n: int) -> list[dict]:

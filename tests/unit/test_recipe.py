@@ -5,11 +5,11 @@ import copy
 import pytest
 import yaml
 
-from prefscale.recipe import (
+from prefscale.config.base import RecipeError
+from prefscale.config.policy import PolicyConfig
+from prefscale.config.recipe import (
     RECIPES_DIR,
-    PolicyConfig,
     Recipe,
-    RecipeError,
     deep_merge,
     load_recipe,
     parse_recipe,

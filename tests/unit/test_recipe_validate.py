@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from prefscale.cli import main
-from prefscale.recipe import RECIPES_DIR, RecipeError, load_recipe
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import RECIPES_DIR, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(RECIPES_DIR.glob("*.yaml"))

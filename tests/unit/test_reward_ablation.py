@@ -7,9 +7,9 @@ import json
 import polars as pl
 import pytest
 
-from prefscale.ablation import ABLATION_SCHEMA, run_pair_ablation
 from prefscale.cli import main
-from prefscale.recipe import load_recipe
+from prefscale.config.recipe import load_recipe
+from prefscale.tools.ablation import ABLATION_SCHEMA, run_pair_ablation
 
 TINY = {
     "policy": {

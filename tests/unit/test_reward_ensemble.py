@@ -8,22 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefscale.pairs import select_pairs
-from prefscale.recipe import RecipeError, load_recipe
-from prefscale.rewards import (
-    REWARD_SCHEMA,
-    SFT_SCHEMA,
-    combine_rewards,
-    curate_sft,
-    describe_sources,
-    distribution_png,
-    label_model_rewards,
-    label_model_scores,
-    pairrm_model_ref,
-    png_markdown,
-    source_correlations,
-    source_scores,
-)
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import load_recipe
+from prefscale.pairs.selection import select_pairs
+from prefscale.rewards.base import REWARD_SCHEMA
+from prefscale.rewards.curation import SFT_SCHEMA, curate_sft
+from prefscale.rewards.ensemble import combine_rewards
+from prefscale.rewards.sources import label_model_rewards, label_model_scores, pairrm_model_ref, source_scores
+from prefscale.rewards.summary import describe_sources, distribution_png, png_markdown, source_correlations
 
 
 def candidates(rows):

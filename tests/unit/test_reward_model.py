@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from prefscale.recipe import RewardModelSettings
-from prefscale.reward_model import (
+from prefscale.config.rewards import RewardModelSettings
+from prefscale.rewards.reward_model import (
     REPORT_FILE,
     ensure_reward_model,
     find_reward_model,

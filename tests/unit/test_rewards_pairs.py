@@ -3,8 +3,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from prefscale.pairs import PAIR_SCHEMA, UNFINISHED_PENALTY, select_pairs
-from prefscale.rewards import REWARD_SCHEMA, label_model_rewards, reward_summary
+from prefscale.pairs.selection import PAIR_SCHEMA, UNFINISHED_PENALTY, select_pairs
+from prefscale.rewards.base import REWARD_SCHEMA
+from prefscale.rewards.sources import label_model_rewards
+from prefscale.rewards.summary import reward_summary
 
 
 def candidates(rows):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from prefscale import rubric
+from prefscale.evaluation import rubric
 
 GOOD = (
     "Thank you for reaching out.\n"

@@ -11,17 +11,15 @@ import numpy as np
 import pytest
 
 from prefscale.cli import main
-from prefscale.score import (
-    DEFAULT_TASK_TYPE,
+from prefscale.config.labeling import load_lf_pack
+from prefscale.labeling.task_types import DEFAULT_TASK_TYPE
+from prefscale.rewards.text_scores import break_ties, label_model_scores, score_pairs
+from prefscale.tools.score import (
     ScoreInputError,
     alpaca_answers_and_pairs,
-    break_ties,
     evaluate_alpaca_pairs,
-    label_model_scores,
-    load_lf_pack,
     read_rows,
     score_file,
-    score_pairs,
     scored_line,
     split_of,
 )

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import definitions
-from prefscale.recipe import RECIPES_DIR
+from prefscale.config.recipe import RECIPES_DIR
 from sensors.jobs import alignment_iteration_job, bootstrap_job
 from sensors.sensors import (
     RELABEL_ASSETS,

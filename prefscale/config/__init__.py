@@ -1,0 +1,1 @@
+"""Recipe schema: one module per recipe section, every field described (`prefscale recipe schema`)."""

@@ -1,0 +1,52 @@
+"""The recipe's `data` section: the prompt pool."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from prefscale.config.base import _Strict
+
+
+class DataConfig(_Strict):
+    """The prompt pool: the embedded demo domain, a file of prompts (JSONL, CSV or Parquet), or a dataset loaded
+    with `datasets.load_dataset` (a hub id such as `HuggingFaceH4/ultrafeedback_binarized`, or a local folder /
+    data file). The pool is de-duplicated, then split into a held-out set and one disjoint shard per iteration.
+    """
+
+    source: Literal["embedded", "file", "hf_dataset"] = "embedded"
+    path: str | None = Field(default=None, description="prompts file with a 'prompt' column (source: file)")
+    dataset: str | None = Field(
+        default=None,
+        description="hf_dataset: hub id, local dataset folder or data file (.jsonl/.json/.csv/.parquet)",
+    )
+    config_name: str | None = Field(
+        default=None, description="hf_dataset: the dataset's configuration (subset)"
+    )
+    split: str = Field(default="train", description="hf_dataset: split, e.g. train_prefs or train[:20000]")
+    column: str = Field(
+        default="prompt", description="hf_dataset: the prompt column (text, or a list of chat messages)"
+    )
+    revision: str | None = Field(default=None, description="hf_dataset: hub revision (commit, tag, branch)")
+    pool_size: int = Field(default=560, ge=4, description="embedded: prompts generated before de-duplication")
+    prompts_per_iteration: int = Field(default=150, ge=1)
+    heldout_size: int = Field(default=60, ge=1)
+
+    @model_validator(mode="after")
+    def _path_given(self) -> DataConfig:
+        # Whether the file exists is checked when it is read (and by `recipe_input_problems`), not here: a
+        # recipe stays loadable while its prompts file is being replaced.
+        if self.source == "file" and not self.path:
+            raise ValueError("data.path is required when data.source is 'file'")
+        if self.source != "file" and self.path:
+            raise ValueError(f"data.path is only used by source 'file', not {self.source!r}")
+        if self.source == "hf_dataset":
+            if not self.dataset:
+                raise ValueError(
+                    "data.dataset (a hub id or a local dataset folder/file) is required when data.source is "
+                    "'hf_dataset'"
+                )
+        elif self.dataset:
+            raise ValueError(f"data.dataset is only used by source 'hf_dataset', not {self.source!r}")
+        return self

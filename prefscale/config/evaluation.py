@@ -1,0 +1,101 @@
+"""The recipe's `evaluation` section: held-out evaluation, judges, best-of-N."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from prefscale.config.base import _Strict
+
+
+class EvaluationConfig(_Strict):
+    """Held-out evaluation (`eval_results`: the rubric judge) and the AlpacaEval-style results per judge.
+
+    `judge` is the primary judge of `eval_results` and the leaderboard; `judges` (default: just `judge`) are the
+    judges `alpaca_eval_results` runs, `judge` first. `reference` is what each model is compared against:
+    `heldout_base` (the base policy's samples on the held-out prompts), `alpaca_eval` (the 805 AlpacaEval
+    instructions with GPT-4 Turbo's outputs, from the Hugging Face Hub) or a path to a JSON/JSONL file of
+    `instruction` + `output` rows (see `prefscale.eval_sets`).
+    """
+
+    samples_per_prompt: int = Field(default=5, ge=1)
+    judge: Literal["rubric"] = "rubric"
+    judges: (
+        tuple[Literal["rubric", "pairrm", "weak_supervision", "local_llm", "alpaca_eval_gpt4_turbo"], ...]
+        | None
+    ) = Field(default=None, description="judges of alpaca_eval_results; default [judge]")
+    reference: str = Field(
+        default="heldout_base", description="heldout_base | alpaca_eval | <path to JSON/JSONL>"
+    )
+    annotator_config: str = Field(
+        default="weighted_alpaca_eval_gpt4_turbo",
+        description="alpaca_eval annotator config (name or path) of the alpaca_eval_gpt4_turbo judge",
+    )
+    pairrm_model: str = Field(
+        default="tiny",
+        description="pairrm judge: a llm-blender ranker folder or hub id (llm-blender/PairRM), or 'tiny' for a "
+        "random offline ranker (exercises the code path, judges nothing)",
+    )
+    local_llm_model: str | None = Field(
+        default=None,
+        description="local_llm judge: a from_pretrained folder or hub id; default the base policy",
+    )
+    judge_batch_size: int = Field(default=8, ge=1, description="batch size of the model-based judges")
+    eval_set_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="alpaca_eval / file references: evaluate only the first N instructions",
+    )
+    best_of_n: int | None = Field(
+        default=None,
+        ge=0,
+        description="asset best_of_n: N samples per held-out prompt from each checkpoint, the best kept by "
+        "best_of_n_source; null or 0 disables",
+    )
+    best_of_n_source: Literal["label_model", "reward_model", "pairrm"] = Field(
+        default="label_model",
+        description="label_model: the recipe's row LFs + a label model fitted on the N samples; reward_model: "
+        "the weak-supervision reward model; pairrm: llm-blender's PairRM (best_of_n_model)",
+    )
+    best_of_n_model: str | None = Field(
+        default=None, description="pairrm only: ranker folder, hub id or 'tiny' (default as reward.pairrm)"
+    )
+
+    @model_validator(mode="after")
+    def _judges_and_reference(self) -> EvaluationConfig:
+        if self.judges is not None:
+            if not self.judges:
+                raise ValueError("evaluation.judges must name at least one judge")
+            dupes = sorted({j for j in self.judges if self.judges.count(j) > 1})
+            if dupes:
+                raise ValueError(f"evaluation.judges lists {dupes} more than once")
+            if self.judges[0] != self.judge:
+                raise ValueError(
+                    f"evaluation.judges must start with evaluation.judge ({self.judge!r}), the primary judge"
+                )
+        if self.best_of_n == 1:
+            raise ValueError("evaluation.best_of_n must be >= 2 (or null/0 to disable), got 1")
+        if self.best_of_n_model is not None and self.best_of_n_source != "pairrm":
+            raise ValueError(
+                f"evaluation.best_of_n_model is only used by best_of_n_source 'pairrm', "
+                f"not {self.best_of_n_source!r}"
+            )
+        ref = self.reference
+        if ref not in ("heldout_base", "alpaca_eval") and not Path(ref).expanduser().is_file():
+            raise ValueError(
+                "evaluation.reference must be heldout_base, alpaca_eval or a path to a JSON/JSONL file "
+                f"of instruction + output rows; no such file: {ref}"
+            )
+        return self
+
+    @property
+    def best_of_n_enabled(self) -> bool:
+        """Whether the `best_of_n` asset has work to do (best_of_n >= 2)."""
+        return bool(self.best_of_n)
+
+    @property
+    def all_judges(self) -> tuple[str, ...]:
+        """The judges of `alpaca_eval_results`: `judges`, or just the primary `judge`."""
+        return tuple(self.judges) if self.judges is not None else (self.judge,)

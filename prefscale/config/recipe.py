@@ -1,0 +1,145 @@
+"""Recipes: one YAML file selects the models, data, labeling functions, reward source and training settings.
+
+Every section is a strict schema (unknown keys are errors), so a typo fails before any compute.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from prefscale.artifacts import ITERATION_ASSETS
+from prefscale.config.base import DATA_FILE_SUFFIXES, RecipeError, _Strict, is_local_path
+from prefscale.config.data import DataConfig
+from prefscale.config.evaluation import EvaluationConfig
+from prefscale.config.generation import GenerationConfig
+from prefscale.config.labeling import LabelingConfig
+from prefscale.config.pairs import PairsConfig
+from prefscale.config.policy import PolicyConfig
+from prefscale.config.rewards import RewardConfig, SFTConfig
+from prefscale.config.training import DPOSettings
+
+RECIPES_DIR = Path(os.environ.get("PREFSCALE_RECIPES_DIR", Path(__file__).resolve().parents[2] / "recipes"))
+
+
+class Recipe(_Strict):
+    """A whole alignment run."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = 17
+    iterations: int = Field(default=3, description="K: alignment iterations (partitions 1..K)")
+    policy: PolicyConfig = PolicyConfig()
+    data: DataConfig = DataConfig()
+    generation: GenerationConfig = GenerationConfig()
+    labeling: LabelingConfig
+    reward: RewardConfig = RewardConfig()
+    pairs: PairsConfig = PairsConfig()
+    sft: SFTConfig = SFTConfig()
+    dpo: DPOSettings = DPOSettings()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _k(self) -> Recipe:
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        return self
+
+
+def recipe_input_problems(recipe: Recipe) -> list[str]:
+    """What a recipe reads from local disk that is not there, one message per field; [] when all exist.
+
+    Hub ids (`org/name`) are accepted as they are: checking them would need the network. Relative paths are
+    relative to the working directory (the repository root for `make` and Dagster).
+    """
+    problems = []
+    d = recipe.data
+    if d.source == "file" and not Path(d.path or "").expanduser().is_file():
+        problems.append(f"data.path: prompts file not found: {d.path}")
+    if (
+        d.source == "hf_dataset"
+        and _looks_local(d.dataset)
+        and not Path(d.dataset or "").expanduser().exists()
+    ):
+        problems.append(f"data.dataset: local dataset not found: {d.dataset}")
+    for i, src in enumerate(recipe.reward.sources):
+        if src.model and is_local_path(src.model) and not Path(src.model).expanduser().exists():
+            problems.append(f"reward.sources.{i}.model: ranker folder not found: {src.model}")
+    ev = recipe.evaluation
+    for name in ("pairrm_model", "local_llm_model"):
+        ref = getattr(ev, name)
+        if ref and is_local_path(ref) and not Path(ref).expanduser().exists():
+            problems.append(f"evaluation.{name}: model folder not found: {ref}")
+    if recipe.dpo.accelerate_config and not Path(recipe.dpo.accelerate_config).expanduser().is_file():
+        problems.append(f"dpo.accelerate_config: file not found: {recipe.dpo.accelerate_config}")
+    return problems
+
+
+def _looks_local(ref: str | None) -> bool:
+    """A dataset reference that names a local folder or data file rather than a hub id."""
+    return is_local_path(ref) or Path(ref or "").suffix in DATA_FILE_SUFFIXES
+
+
+def iteration_assets(recipe: Recipe) -> tuple[str, ...]:
+    """The assets one iteration of `make run` materializes, in order: best_of_n only when the recipe enables it."""
+    bo_n = ("best_of_n",) if recipe.evaluation.best_of_n_enabled else ()
+    return (*ITERATION_ASSETS, *bo_n, "alpaca_eval_results")
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"invalid recipe {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: Any, source: str = "<dict>") -> Recipe:
+    """Validate a recipe mapping; raise `RecipeError` naming every bad field."""
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"invalid recipe {source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_errors(source, e)) from None
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A recipe file path, or the name of a recipe shipped in the repository's `recipes/`."""
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"} or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"recipe file not found: {p}")
+        return p
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(f.stem for f in RECIPES_DIR.glob("*.yaml"))
+    raise RecipeError(f"unknown recipe {name_or_path!r}: not a file, and not one of {known}")
+
+
+def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Load and validate a recipe by name or path, with optional nested overrides (e.g. for tests)."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"invalid recipe {path}: not valid YAML ({e})") from None
+    if overrides:
+        data = deep_merge(data or {}, overrides)
+    return parse_recipe(data, str(path))
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` merged into a copy of `base`, recursively for nested mappings."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,172 @@
+"""The prompt pool: loaded (embedded domain, a file, or a `datasets` dataset), de-duplicated, split into
+per-iteration shards and a fixed held-out evaluation split."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefscale.config.base import DATA_FILE_SUFFIXES
+from prefscale.config.data import DataConfig
+from prefscale.data import domain
+from prefscale.labeling.task_types import TaskTypeRule, tag_task_types
+
+PROMPT_SCHEMA = {"prompt_id": pl.String, "task_type": pl.String, "prompt": pl.String}
+
+
+class PromptsFileError(ValueError):
+    """A prompts file that cannot be used (named, with the reason)."""
+
+
+def _prompt_id(text: str) -> str:
+    return "p" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_prompts_file(path: str | Path) -> pl.DataFrame:
+    """Prompts from JSONL, CSV or Parquet with a `prompt` column and optional `task_type`."""
+    p = Path(path)
+    if not p.is_file():
+        raise PromptsFileError(f"prompts file not found: {p}")
+    if p.stat().st_size == 0 or (
+        p.suffix in {".jsonl", ".csv"} and not p.read_text(errors="replace").strip()
+    ):
+        raise PromptsFileError(f"prompts file {p} is empty")
+    try:
+        if p.suffix == ".jsonl":
+            df = pl.read_ndjson(p)
+        elif p.suffix == ".csv":
+            df = pl.read_csv(p)
+        elif p.suffix == ".parquet":
+            df = pl.read_parquet(p)
+        else:
+            raise PromptsFileError(
+                f"prompts file {p}: unsupported format {p.suffix!r} (use .jsonl, .csv, .parquet)"
+            )
+    except PromptsFileError:
+        raise
+    except Exception as e:
+        raise PromptsFileError(f"prompts file {p} is malformed: {e}") from None
+    if df.height == 0:
+        raise PromptsFileError(f"prompts file {p} is empty")
+    if "prompt" not in df.columns:
+        raise PromptsFileError(f"prompts file {p} has no 'prompt' column (columns: {df.columns})")
+    if df.schema["prompt"] == pl.Null:
+        raise PromptsFileError(f"prompts file {p}: empty prompt at row 1")
+    if df.schema["prompt"] != pl.String:
+        raise PromptsFileError(f"prompts file {p}: 'prompt' must be text, got {df.schema['prompt']}")
+    bad = df.with_row_index("_row").filter(
+        pl.col("prompt").is_null() | (pl.col("prompt").str.strip_chars() == "")
+    )
+    if bad.height:
+        raise PromptsFileError(f"prompts file {p}: empty prompt at row {int(bad['_row'][0]) + 1}")
+    task = pl.col("task_type").cast(pl.String) if "task_type" in df.columns else pl.lit("general")
+    return df.select(pl.col("prompt").str.strip_chars(), task.fill_null("general").alias("task_type"))
+
+
+def _prompt_text(value: Any) -> str | None:
+    """A prompt cell as text: a string, or the first user turn of a list of chat messages."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        for m in value:
+            if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+                return m["content"]
+    return None
+
+
+def load_hf_dataset(cfg: DataConfig) -> pl.DataFrame:
+    """Prompts from `datasets.load_dataset`: a hub id (with `config_name`, `split`, `revision`), a local dataset
+    folder, or a local data file (.jsonl/.json/.csv/.parquet, loaded by its format's builder).
+
+    The `column` holds text or a list of chat messages (the first user turn is the prompt); a `task_type`
+    column, when present, is kept. Errors name the dataset, the split and the column.
+    """
+    import datasets
+
+    ref = cfg.dataset or ""
+    local = Path(ref).expanduser()
+    kwargs: dict[str, Any] = {"split": cfg.split}
+    if local.is_file():
+        if local.suffix not in DATA_FILE_SUFFIXES:
+            raise PromptsFileError(
+                f"dataset file {local}: unsupported format {local.suffix!r} (use {', '.join(DATA_FILE_SUFFIXES)})"
+            )
+        builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[local.suffix]
+        args: tuple[str, ...] = (builder,)
+        kwargs["data_files"] = {cfg.split.split("[")[0]: str(local)}
+    else:
+        if (
+            ref.startswith(("/", "./", "../", "~")) or local.suffix in DATA_FILE_SUFFIXES
+        ) and not local.exists():
+            raise PromptsFileError(f"dataset not found: {ref}")
+        args = (str(local) if local.exists() else ref,)
+        if cfg.config_name:
+            kwargs["name"] = cfg.config_name
+        if cfg.revision:
+            kwargs["revision"] = cfg.revision
+    try:
+        ds = datasets.load_dataset(*args, **kwargs)
+    except Exception as e:  # no network, unknown split/config, malformed files: say which dataset and split
+        raise PromptsFileError(f"could not load dataset {ref!r} (split {cfg.split!r}): {e}") from None
+    if cfg.column not in ds.column_names:
+        raise PromptsFileError(
+            f"dataset {ref!r} (split {cfg.split!r}) has no column {cfg.column!r} (columns: {ds.column_names})"
+        )
+    texts = [_prompt_text(v) for v in ds[cfg.column]]
+    bad = next((i for i, t in enumerate(texts) if t is None or not t.strip()), None)
+    if bad is not None:
+        raise PromptsFileError(
+            f"dataset {ref!r} column {cfg.column!r}: empty or non-text prompt at row {bad + 1}"
+        )
+    if not texts:
+        raise PromptsFileError(f"dataset {ref!r} (split {cfg.split!r}) is empty")
+    tasks = (
+        [t if isinstance(t, str) and t else "general" for t in ds["task_type"]]
+        if "task_type" in ds.column_names
+        else ["general"] * len(texts)
+    )
+    return pl.DataFrame(
+        {"prompt": [t.strip() for t in texts], "task_type": tasks},
+        schema={"prompt": pl.String, "task_type": pl.String},
+    )
+
+
+def build_pool(cfg: DataConfig, seed: int, task_rules: Sequence[TaskTypeRule] = ()) -> pl.DataFrame:
+    """All usable prompts, de-duplicated (case/whitespace-insensitive), with stable content-derived ids.
+
+    `task_rules` (the recipe's `labeling.task_types`, e.g. from an LF pack) tag prompts without a task type.
+    """
+    if cfg.source == "embedded":
+        raw = domain.make_prompt_pool(cfg.pool_size, seed).select("prompt", "task_type")
+    elif cfg.source == "hf_dataset":
+        raw = load_hf_dataset(cfg)
+    else:
+        raw = load_prompts_file(cfg.path or "")
+    raw = tag_task_types(raw, task_rules)
+    norm = pl.col("prompt").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    pool = raw.with_columns(norm.alias("_norm")).unique("_norm", keep="first", maintain_order=True)
+    return pool.select(
+        pl.col("prompt").map_elements(_prompt_id, return_dtype=pl.String).alias("prompt_id"),
+        "task_type",
+        "prompt",
+    )
+
+
+def split_pool(pool: pl.DataFrame, cfg: DataConfig, iterations: int, seed: int) -> dict[str, pl.DataFrame]:
+    """`heldout` plus one disjoint shard per iteration (`"1"`..`"K"`), from a seeded shuffle of the pool."""
+    need = cfg.heldout_size + cfg.prompts_per_iteration * iterations
+    if pool.height < need:
+        raise ValueError(
+            f"prompt pool has {pool.height} distinct prompts; {iterations} iterations x "
+            f"{cfg.prompts_per_iteration} + {cfg.heldout_size} held-out need {need}"
+        )
+    shuffled = pool.sample(fraction=1.0, shuffle=True, seed=seed)
+    out = {"heldout": shuffled.head(cfg.heldout_size).sort("prompt_id")}
+    for i in range(iterations):
+        start = cfg.heldout_size + i * cfg.prompts_per_iteration
+        out[str(i + 1)] = shuffled.slice(start, cfg.prompts_per_iteration).sort("prompt_id")
+    return out

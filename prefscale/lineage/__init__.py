@@ -1,0 +1,1 @@
+"""Lineage: MLflow runs and registered models, evaluation runs, audits of a checkpoint back to its inputs."""

@@ -1,0 +1,1 @@
+"""Stage 5, pairs: chosen/rejected selection strategies and their checks."""

@@ -1,0 +1,1 @@
+"""Tools over the pipeline's stages: `prefscale score`, the pair ablation, benchmarks."""

@@ -1,0 +1,1 @@
+"""Stage 6, training: DPO with TRL + PEFT, its launch and checks."""

@@ -103,7 +103,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import duckdb
 
-    from prefscale.report import text_table
+    from prefscale.report import text_table  # lazy: CLI start-up
 
     db = Path(args.home or default_home()) / "warehouse.duckdb"
     if not db.is_file():

@@ -18,10 +18,10 @@ against the base by the SME rubric judge, adherence, length). Iteration 0 is the
 def _run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from prefscale.compute import resolve_compute
-    from prefscale.config.recipe import load_recipe
-    from prefscale.report import text_table
-    from prefscale.tools.ablation import run_pair_ablation
+    from prefscale.compute import resolve_compute  # lazy: CLI start-up
+    from prefscale.config.recipe import load_recipe  # lazy: CLI start-up
+    from prefscale.report import text_table  # lazy: CLI start-up
+    from prefscale.tools.ablation import run_pair_ablation  # lazy: CLI start-up
 
     overrides = json.loads(args.overrides) if args.overrides else None
     recipe = load_recipe(args.recipe, overrides)

@@ -47,7 +47,7 @@ def _fmt(value: Any) -> str:
 def _print_table(path: str, m: dict[str, Any]) -> None:
     import polars as pl
 
-    from prefscale.report import text_table
+    from prefscale.report import text_table  # lazy: CLI start-up
 
     rows = [(k, _fmt(m[k]), note) for k, note in _ROWS if k in m]
     print(
@@ -64,7 +64,11 @@ def _print_table(path: str, m: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefscale.evaluation.alpaca_metrics import AnnotationsError, compute_metrics, load_annotations
+    from prefscale.evaluation.alpaca_metrics import (
+        AnnotationsError,
+        compute_metrics,
+        load_annotations,
+    )  # lazy: CLI start-up
 
     try:
         annotations = load_annotations(args.annotations)

@@ -11,7 +11,7 @@ from prefscale.storage import ArtifactStore, MissingArtifactError, default_home
 
 def _is_model_ref(what: str) -> bool:
     """An MLflow model version rather than an iteration or a path: `models:/...`, or NAME/VERSION that is no path."""
-    from prefscale.lineage.mlflow_runs import parse_model_ref
+    from prefscale.lineage.mlflow_runs import parse_model_ref  # lazy: CLI start-up
 
     if what.startswith("models:/"):
         return True
@@ -19,20 +19,25 @@ def _is_model_ref(what: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefscale.lineage.audit import audit_chain, render, resolve_checkpoint, resolve_registered
+    from prefscale.lineage.audit import (
+        audit_chain,
+        render,
+        resolve_checkpoint,
+        resolve_registered,
+    )  # lazy: CLI start-up
 
     home = Path(args.home).expanduser().resolve() if args.home else default_home()
     store = ArtifactStore(home)
     db = home / "mlflow.db"
     uri = args.tracking_uri
     if not uri:
-        from prefscale.lineage.mlflow_runs import tracking_uri_for
+        from prefscale.lineage.mlflow_runs import tracking_uri_for  # lazy: CLI start-up
 
         uri = tracking_uri_for(home)
     registered = None
     try:
         if _is_model_ref(args.checkpoint):
-            from prefscale.lineage.mlflow_runs import registered_checkpoint
+            from prefscale.lineage.mlflow_runs import registered_checkpoint  # lazy: CLI start-up
 
             registered = registered_checkpoint(uri, args.checkpoint)
             root = resolve_registered(store, registered)
@@ -46,7 +51,10 @@ def _run(args: argparse.Namespace) -> int:
     if registered is not None:
         report.requested = f"{registered.label} (MLflow model version, {uri})"
     if (args.tracking_uri or db.is_file()) and root.digest:
-        from prefscale.lineage.mlflow_runs import find_training_runs, model_versions_of_checkpoint
+        from prefscale.lineage.mlflow_runs import (
+            find_training_runs,
+            model_versions_of_checkpoint,
+        )  # lazy: CLI start-up
 
         report.training_runs = find_training_runs(uri, args.experiment, root.digest)
         report.model_versions = model_versions_of_checkpoint(uri, root.digest)

@@ -32,7 +32,7 @@ def _report(result: Any, as_json: bool) -> int:
 
 
 def _run_lf(args: argparse.Namespace) -> int:
-    from prefscale.tools.bench_lf import bench_lf
+    from prefscale.tools.bench_lf import bench_lf  # lazy: CLI start-up
 
     return _report(
         bench_lf(rows=args.rows, recipe=args.recipe, seed=args.seed, progress=_progress), args.json
@@ -54,7 +54,11 @@ def _add_lf(benches: Any) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from prefscale.tools.bench_generate import CudaUnavailable, bench_generate, bench_generate_gpu
+    from prefscale.tools.bench_generate import (
+        CudaUnavailable,
+        bench_generate,
+        bench_generate_gpu,
+    )  # lazy: CLI start-up
 
     try:
         if args.preset == "tiny":
@@ -118,6 +122,6 @@ def register(subparsers: Any) -> None:
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     _add_lf(benches)
     _add_generate(benches)
-    from prefscale.tools.bench_dpo import add_parser as add_dpo
+    from prefscale.tools.bench_dpo import add_parser as add_dpo  # lazy: CLI start-up
 
     add_dpo(benches)

@@ -29,7 +29,7 @@ on two fixed halves of the instructions (dev: the half the LF pack was tuned on;
 def _print_eval(r: dict[str, Any]) -> None:
     import polars as pl
 
-    from prefscale.report import text_table
+    from prefscale.report import text_table  # lazy: CLI start-up
 
     rows = []
     for split in ("all", "dev", "holdout"):
@@ -71,7 +71,7 @@ def _print_eval(r: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from prefscale.tools.score import ScoreInputError, evaluate_alpaca_pairs, score_file
+    from prefscale.tools.score import ScoreInputError, evaluate_alpaca_pairs, score_file  # lazy: CLI start-up
 
     if args.eval_alpaca_pairs:
         if args.input or args.output:
@@ -114,8 +114,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the `score` sub-command to the `prefscale` parser."""
-    from prefscale.config.labeling import DEFAULT_PACK
-    from prefscale.rewards.text_scores import SCORE_SOURCES
+    from prefscale.config.labeling import DEFAULT_PACK  # lazy: CLI start-up
+    from prefscale.rewards.text_scores import SCORE_SOURCES  # lazy: CLI start-up
 
     p = subparsers.add_parser(
         "score", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter

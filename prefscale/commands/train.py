@@ -206,7 +206,7 @@ def work_dir_lock(work: Path) -> Iterator[None]:
 
 
 def _compute(device: str, threads: int | None) -> Any:
-    from prefscale.compute import resolve_compute
+    from prefscale.compute import resolve_compute  # lazy: CLI start-up
 
     local_rank = os.environ.get("LOCAL_RANK")
     if local_rank is not None and device in {"auto", "cuda"}:
@@ -221,8 +221,8 @@ def _compute(device: str, threads: int | None) -> Any:
 def _run(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from prefscale.storage import default_home, digest_folder, file_sha256
-    from prefscale.training.dpo import REPORT_FILE, dpo_fingerprint, train_dpo
+    from prefscale.storage import default_home, digest_folder, file_sha256  # lazy: CLI start-up
+    from prefscale.training.dpo import REPORT_FILE, dpo_fingerprint, train_dpo  # lazy: CLI start-up
 
     # Everything that can be wrong with the inputs fails here, before a model is loaded.
     settings, seed = _settings(args)

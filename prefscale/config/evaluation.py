@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from prefscale.config.base import _Strict
+from prefscale.evaluation.judges.registry import JUDGES, PRIMARY_JUDGES
+from prefscale.rewards.registry import REWARD_SOURCES
 
 
 class EvaluationConfig(_Strict):
@@ -21,11 +23,10 @@ class EvaluationConfig(_Strict):
     """
 
     samples_per_prompt: int = Field(default=5, ge=1)
-    judge: Literal["rubric"] = "rubric"
-    judges: (
-        tuple[Literal["rubric", "pairrm", "weak_supervision", "local_llm", "alpaca_eval_gpt4_turbo"], ...]
-        | None
-    ) = Field(default=None, description="judges of alpaca_eval_results; default [judge]")
+    judge: Literal[PRIMARY_JUDGES] = "rubric"
+    judges: tuple[JUDGES.literal(), ...] | None = Field(
+        default=None, description="judges of alpaca_eval_results; default [judge]"
+    )
     reference: str = Field(
         default="heldout_base", description="heldout_base | alpaca_eval | <path to JSON/JSONL>"
     )
@@ -54,7 +55,7 @@ class EvaluationConfig(_Strict):
         description="asset best_of_n: N samples per held-out prompt from each checkpoint, the best kept by "
         "best_of_n_source; null or 0 disables",
     )
-    best_of_n_source: Literal["label_model", "reward_model", "pairrm"] = Field(
+    best_of_n_source: REWARD_SOURCES.literal() = Field(
         default="label_model",
         description="label_model: the recipe's row LFs + a label model fitted on the N samples; reward_model: "
         "the weak-supervision reward model; pairrm: llm-blender's PairRM (best_of_n_model)",

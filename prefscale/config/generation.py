@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from prefscale.config.base import _Strict
+from prefscale.generation.registry import BACKENDS
 
 
 class EndpointSettings(_Strict):
@@ -38,7 +37,7 @@ class GenerationConfig(_Strict):
     a response like the end token does (they are cut from the text).
     """
 
-    backend: Literal["transformers", "vllm", "endpoint"] = "transformers"
+    backend: BACKENDS.literal() = "transformers"
     num_candidates: int = Field(default=5, description="N responses per prompt (>= 2: a pair needs two)")
     max_new_tokens: int = Field(default=128, ge=1)
     temperature: float = Field(default=1.0, gt=0)

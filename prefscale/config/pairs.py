@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from prefscale.config.base import _Strict
+from prefscale.pairs.registry import PAIR_STRATEGIES
 
 
 class PairsConfig(_Strict):
     """How `prefscale.pairs.select_pairs` picks one (chosen, rejected) pair per prompt; draws use `Recipe.seed`."""
 
-    strategy: Literal["best_vs_worst", "random_pair", "best_vs_random", "min_margin", "length_penalized"] = (
-        "best_vs_worst"
-    )
+    strategy: PAIR_STRATEGIES.literal() = "best_vs_worst"
     min_margin: float = Field(
         default=1e-6, ge=0, description="drop prompts whose best-worst margin is smaller"
     )

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from prefscale.config.base import _Strict
+from prefscale.rewards.registry import REWARD_SOURCES
 
 
 class RewardModelSettings(_Strict):
@@ -35,7 +36,7 @@ class RewardModelSettings(_Strict):
 class RewardSource(_Strict):
     """One reward source and its weight in the ensemble."""
 
-    source: Literal["label_model", "reward_model", "pairrm"]
+    source: REWARD_SOURCES.literal()
     weight: float = Field(default=1.0, gt=0)
     model: str | None = Field(
         default=None,

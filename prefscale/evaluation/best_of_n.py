@@ -21,6 +21,10 @@ from typing import Any
 import polars as pl
 
 from prefscale.generation.base import CANDIDATE_SCHEMA
+from prefscale.labeling.apply import apply_lfs
+from prefscale.labeling.label_model import fit_label_model
+from prefscale.rewards.reward_model import reward_model_scores
+from prefscale.rewards.sources import pairrm_source_scores
 
 SELECTED_EXTRA = {"chosen_sample": pl.Int32, "reward": pl.Float64, "pool_size": pl.Int32}
 
@@ -60,9 +64,6 @@ def score_pool(
 ) -> pl.DataFrame:
     """(candidate_id, score) for every pool sample by `source` (higher is better)."""
     if source == "label_model":
-        from prefscale.labeling.apply import apply_lfs
-        from prefscale.labeling.label_model import fit_label_model
-
         if not lfs:
             raise ValueError("best-of-N source 'label_model' needs the recipe's labeling functions")
         votes = apply_lfs(pool, lfs)
@@ -72,14 +73,10 @@ def score_pool(
         fit = fit_label_model(votes, [lf.name for lf in lfs], seed=seed, **kwargs)
         return fit.labels.select("candidate_id", pl.col("p_high").cast(pl.Float64).alias("score"))
     if source == "reward_model":
-        from prefscale.rewards.reward_model import reward_model_scores
-
         if reward_model_dir is None or compute is None:
             raise ValueError("best-of-N source 'reward_model' needs a trained reward model folder")
         return reward_model_scores(pool, reward_model_dir, compute)
     if source == "pairrm":
-        from prefscale.rewards.sources import pairrm_source_scores
-
         if not pairrm_model:
             raise ValueError("best-of-N source 'pairrm' needs a ranker (a folder, hub id or 'tiny')")
         if "slot" not in pool.columns:

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -73,6 +74,17 @@ class EndpointBackend:
     """Samples from an OpenAI-compatible `/chat/completions` endpoint (see the module docstring)."""
 
     name = "endpoint"
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        model_dir: str | Path,
+        sampling: Sampling,
+        compute: Any,
+        policy_iteration: int | None,
+    ) -> EndpointBackend:
+        return cls(config.endpoint, sampling, iteration=policy_iteration)
 
     def __init__(
         self,

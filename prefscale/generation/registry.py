@@ -1,4 +1,9 @@
-"""The generation backends by name (the recipe's `generation.backend`)."""
+"""The generation backends by name (the recipe's `generation.backend`): one line each, `name: module:factory`.
+
+A backend implements `prefscale.generation.base.GenerationBackend` and has a `from_config(config, model_dir,
+sampling, compute, policy_iteration)` constructor; its module is imported only when a recipe uses it (vLLM is an
+optional extra).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from prefscale.generation.base import GenerationBackend, Sampling
-from prefscale.generation.transformers_backend import TransformersBackend
+from prefscale.registry import Registry
 
-BACKENDS = ("transformers", "vllm", "endpoint")
+BACKENDS: Registry = Registry(
+    "generation backend",
+    {
+        "transformers": "prefscale.generation.transformers_backend:TransformersBackend.from_config",
+        "vllm": "prefscale.generation.vllm_backend:VLLMBackend.from_config",
+        "endpoint": "prefscale.generation.endpoint_backend:EndpointBackend.from_config",
+    },
+)
 
 
 def make_backend(
@@ -19,17 +31,6 @@ def make_backend(
     `compute` (a `prefscale.compute.Compute`) is used by the in-process backends; `policy_iteration`
     (0: the base policy, k: dpo_checkpoint[k]) fills `{policy_iteration}` in an endpoint's model name.
     """
+    factory = BACKENDS.get(config.backend)
     sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, tuple(config.stop))
-    if config.backend == "transformers":
-        if compute is None:
-            raise ValueError("the transformers backend needs a compute (device and dtype)")
-        return TransformersBackend(model_dir, compute, sampling, config.batch_size)
-    if config.backend == "vllm":
-        from prefscale.generation.vllm_backend import VLLMBackend
-
-        return VLLMBackend(model_dir, sampling, compute=compute)
-    if config.backend == "endpoint":
-        from prefscale.generation.endpoint_backend import EndpointBackend
-
-        return EndpointBackend(config.endpoint, sampling, iteration=policy_iteration)
-    raise ValueError(f"unknown generation backend {config.backend!r}; known: {', '.join(BACKENDS)}")
+    return factory(config, model_dir, sampling, compute, policy_iteration)

@@ -8,13 +8,13 @@ from typing import Any
 import polars as pl
 
 from prefscale.generation.transformers_backend import sample_responses
+from prefscale.policy.io import load_policy
 
 
 def sample_policy(
     policy: str | Path, compute: Any, prompts: pl.DataFrame, n: int, settings: Any, seed: int
 ) -> pl.DataFrame:
     """Load the policy folder and sample `n` responses per prompt with a recipe's `generation` settings."""
-    from prefscale.policy.io import load_policy
 
     model, tok = load_policy(policy, compute)
     return sample_responses(

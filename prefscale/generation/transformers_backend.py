@@ -22,6 +22,7 @@ from prefscale.generation.base import (
     sample_seed,
 )
 from prefscale.policy.chat import chat_text
+from prefscale.policy.io import load_policy
 
 # --- transformers ------------------------------------------------------------------------------------------
 
@@ -218,9 +219,20 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model_dir: str | Path, compute: Any, sampling: Sampling, batch_size: int = 64) -> None:
-        from prefscale.policy.io import load_policy
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        model_dir: str | Path,
+        sampling: Sampling,
+        compute: Any,
+        policy_iteration: int | None,
+    ) -> TransformersBackend:
+        if compute is None:
+            raise ValueError("the transformers backend needs a compute (device and dtype)")
+        return cls(model_dir, compute, sampling, config.batch_size)
 
+    def __init__(self, model_dir: str | Path, compute: Any, sampling: Sampling, batch_size: int = 64) -> None:
         self.model, self.tokenizer = load_policy(model_dir, compute)
         self.sampling = sampling
         self.batch_size = batch_size

@@ -23,6 +23,7 @@ from prefscale.generation.base import (
     check_prompts,
     sample_seed,
 )
+from prefscale.policy.chat import chat_text
 
 INSTALL_HINT = "pip install prefscale[vllm]"
 SEED_MODULUS = 2**31 - 1  # vLLM seeds are plain ints; keep them in the 32-bit range every version accepts
@@ -77,6 +78,17 @@ class VLLMBackend:
 
     name = "vllm"
 
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        model_dir: str | Path,
+        sampling: Sampling,
+        compute: Any,
+        policy_iteration: int | None,
+    ) -> VLLMBackend:
+        return cls(model_dir, sampling, compute=compute)
+
     def __init__(
         self, model_dir: str | Path, sampling: Sampling, *, compute: Any = None, seed: int = 0
     ) -> None:
@@ -90,8 +102,6 @@ class VLLMBackend:
         self.llm = self.vllm.LLM(**engine_kwargs(self.model_dir, seed, dtype))
 
     def generate(self, prompts: pl.DataFrame, n: int, *, seed: int) -> tuple[pl.DataFrame, GenerationInfo]:
-        from prefscale.policy.chat import chat_text
-
         check_prompts(prompts, n)
         pid = prompts["prompt_id"].to_list()
         texts = [chat_text(self.tokenizer, p) for p in prompts["prompt"]]

@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefscale.compute import resolve_compute
+from prefscale.policy.io import load_policy
+from prefscale.storage import UNPARTITIONED
+
 BASE_POLICY_ALIAS = "base_policy"
 
 
@@ -26,8 +30,6 @@ class LFContext:
 
     def _compute(self) -> Any:
         if self.compute is None:
-            from prefscale.compute import resolve_compute
-
             self.compute = resolve_compute("auto")
         return self.compute
 
@@ -40,7 +42,6 @@ class LFContext:
                 raise ValueError(
                     "model 'base_policy' needs an artifact store (or a base_policy folder) in the labeling context"
                 )
-            from prefscale.storage import UNPARTITIONED
 
             art = self.store.current(BASE_POLICY_ALIAS, UNPARTITIONED)
             self.used[ref] = art
@@ -56,8 +57,6 @@ class LFContext:
     def causal_lm(self, ref: str) -> tuple[Any, Any]:
         key = ("causal_lm", ref)
         if key not in self.cache:
-            from prefscale.policy.io import load_policy
-
             self.cache[key] = load_policy(self.model_path(ref), self._compute())
         return self.cache[key]
 

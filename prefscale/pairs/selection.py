@@ -20,23 +20,25 @@ Every strategy drops a prompt whose candidates are all identical or whose best a
 
 from __future__ import annotations
 
-import itertools
-import random
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
+from prefscale.pairs.registry import PAIR_STRATEGIES
+from prefscale.pairs.strategies import (
+    BELOW_MIN_MARGIN,
+    IDENTICAL_BEST_AND_WORST,
+    IDENTICAL_CANDIDATES,
+    NO_ELIGIBLE_PAIR,
+    TIED_REWARDS,
+    Draw,
+    PickFn,
+)
+
 UNFINISHED_PENALTY = 1e3  # ranks a sample cut at the token limit below every finished one
 TIE_TOLERANCE = 1e-6  # key differences below this are ties (the default `min_margin`)
 
-PAIR_STRATEGIES = ("best_vs_worst", "random_pair", "best_vs_random", "min_margin", "length_penalized")
-
-IDENTICAL_CANDIDATES = "identical candidates"
-TIED_REWARDS = "tied rewards"
-BELOW_MIN_MARGIN = "margin below min_margin"
-IDENTICAL_BEST_AND_WORST = "identical best and worst"
-NO_ELIGIBLE_PAIR = "no distinct pair above min_margin"
 DROP_REASONS = {
     IDENTICAL_CANDIDATES: "every candidate of the prompt has the same response (all strategies)",
     TIED_REWARDS: "best and worst keys differ by less than min_margin (by less than 1e-6 with min_margin)",
@@ -82,8 +84,7 @@ def select_pairs(
     `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
     `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
     """
-    if strategy not in PAIR_STRATEGIES:
-        raise ValueError(f"unknown pair strategy {strategy!r}; known: {', '.join(PAIR_STRATEGIES)}")
+    pick = PAIR_STRATEGIES.get(strategy)  # UnknownEntryError (a ValueError) naming the known strategies
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     if length_penalty and strategy != "length_penalized":
@@ -95,12 +96,12 @@ def select_pairs(
     key = pl.col("reward").cast(pl.Float64)
     if unfinished_is_worst:
         key = key - pl.when(pl.col("finish_reason") == "length").then(UNFINISHED_PENALTY).otherwise(0.0)
-    if strategy == "length_penalized":
+    if length_penalty:
         key = key - length_penalty * length
     df = df.with_columns(key.alias("_key"), length.alias("_len"))
     pairs, dropped = [], []
     for (pid,), g in df.sort("prompt_id", "sample_idx").group_by("prompt_id", maintain_order=True):
-        picked = _pick(g, pid, strategy, min_margin, seed)
+        picked = _pick(g, pid, pick, min_margin, seed)
         if isinstance(picked, str):
             dropped.append((pid, picked))
         else:
@@ -112,34 +113,16 @@ def select_pairs(
 
 
 def _pick(
-    g: pl.DataFrame, pid: str, strategy: str, min_margin: float, seed: int
+    g: pl.DataFrame, pid: str, pick: PickFn, min_margin: float, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any]] | str:
     """(chosen, rejected) rows of one prompt's candidates (sorted by sample_idx), or the reason to drop it."""
     if g["response"].n_unique() == 1:
         return IDENTICAL_CANDIDATES
     ranked = g.sort(["_key", "sample_idx"], descending=[True, False]).rows(named=True)
-    best, worst = ranked[0], ranked[-1]
-    gap = best["_key"] - worst["_key"]
+    gap = ranked[0]["_key"] - ranked[-1]["_key"]
     if gap < min_margin:
-        return BELOW_MIN_MARGIN if strategy == "min_margin" and gap >= TIE_TOLERANCE else TIED_REWARDS
-    if strategy in ("best_vs_worst", "min_margin", "length_penalized"):
-        return IDENTICAL_BEST_AND_WORST if best["response"] == worst["response"] else (best, worst)
-    rng = random.Random(f"{seed}:{pid}")  # str seeds hash with sha512: stable across runs and processes
-    position = {r["candidate_id"]: k for k, r in enumerate(ranked)}
-    in_order = sorted(ranked, key=lambda r: r["sample_idx"])  # a canonical order for the draw
-    if strategy == "best_vs_random":
-        options = [(best, r) for r in in_order if r is not best and _eligible(best, r, min_margin)]
-    else:  # random_pair: every unordered pair, the better-ranked one chosen
-        options = []
-        for a, b in itertools.combinations(in_order, 2):
-            hi, lo = (a, b) if position[a["candidate_id"]] < position[b["candidate_id"]] else (b, a)
-            if _eligible(hi, lo, min_margin):
-                options.append((hi, lo))
-    return rng.choice(options) if options else NO_ELIGIBLE_PAIR
-
-
-def _eligible(chosen: dict[str, Any], rejected: dict[str, Any], min_margin: float) -> bool:
-    return chosen["_key"] - rejected["_key"] >= min_margin and chosen["response"] != rejected["response"]
+        return TIED_REWARDS if gap < TIE_TOLERANCE else pick.below_margin
+    return pick(ranked, Draw(pid, seed, min_margin))
 
 
 def _pair_row(pid: str, chosen: dict[str, Any], rejected: dict[str, Any]) -> dict[str, Any]:

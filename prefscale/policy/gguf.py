@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from prefscale.policy.io import save_policy
+from prefscale.storage import file_sha256
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,6 @@ def convert_gguf(gguf_path: str | Path, out_dir: Path) -> GGUFConversion:
     the same architecture built from the config without it. The tokenizer (with its chat template) comes from
     the same file. Writes to `out_dir` (the caller publishes it atomically).
     """
-    from prefscale.storage import file_sha256
 
     src = Path(gguf_path).expanduser()
     if not src.is_file():

@@ -35,6 +35,7 @@ import polars as pl
 
 from prefscale.compute import Compute
 from prefscale.config.rewards import RewardModelSettings
+from prefscale.policy.chat import chat_text
 from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
 
 REWARD_MODEL_ASSET = "reward_model"
@@ -59,8 +60,6 @@ class RewardModelReport:
 def reward_model_text(tokenizer: Any, prompt: str, response: str) -> str:
     """The text the model scores: the chat-formatted exchange, or `prompt\\n\\nresponse` without a template."""
     if getattr(tokenizer, "chat_template", None):
-        from prefscale.policy.chat import chat_text
-
         return chat_text(tokenizer, prompt, response)
     return f"{prompt}\n\n{response}"
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from prefscale.rewards.base import DEFAULT_PAIRRM, REWARD_SCHEMA, SOURCES, TINY_PAIRRM
 from prefscale.rewards.ensemble import combine_rewards
+from prefscale.rewards.reward_model import reward_model_scores
 
 
 def label_model_rewards(candidates: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
@@ -49,7 +50,7 @@ def pairrm_source_scores(
     """
     import tempfile
 
-    from prefscale.rewards.pairrm import build_tiny_ranker, load_ranker, pairrm_rewards
+    from prefscale.rewards.pairrm import build_tiny_ranker, load_ranker, pairrm_rewards  # lazy: llm-blender
 
     with tempfile.TemporaryDirectory(prefix="prefscale-pairrm-") as tmp:
         ref = build_tiny_ranker(f"{tmp}/tiny-pairrm", seed=seed) if model == TINY_PAIRRM else model
@@ -84,7 +85,6 @@ def source_scores(
         elif s.source == "reward_model":
             if reward_model_dir is None or compute is None:
                 raise ValueError("reward source 'reward_model' needs a trained reward model folder")
-            from prefscale.rewards.reward_model import reward_model_scores
 
             scores[s.source] = reward_model_scores(candidates, reward_model_dir, compute)
         elif s.source == "pairrm":

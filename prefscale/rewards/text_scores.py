@@ -8,7 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from prefscale.compute import resolve_compute
 from prefscale.config.labeling import LFPack, load_lf_pack
+from prefscale.labeling.apply import apply_lfs
+from prefscale.labeling.label_model import fit_label_model
+from prefscale.rewards.reward_model import score_texts
+from prefscale.rewards.sources import pairrm_source_scores
 
 SCORE_SOURCES = ("label_model", "reward_model", "pairrm")
 
@@ -60,8 +65,6 @@ def label_model_scores(
     seed: int = 0,
 ) -> LabelModelScores:
     """The pack's LFs on every row, and the label model fitted on those votes: P(high) per row."""
-    from prefscale.labeling.apply import apply_lfs
-    from prefscale.labeling.label_model import fit_label_model
 
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
@@ -105,7 +108,6 @@ def pairrm_scores_by_prompt(
     prompts: Sequence[str], responses: Sequence[str], model: str, *, device: str = "cpu", seed: int = 0
 ) -> np.ndarray:
     """PairRM rank scores, comparing the rows that share a prompt; 0 for a prompt with one row."""
-    from prefscale.rewards.sources import pairrm_source_scores
 
     ids = [str(i) for i in range(len(prompts))]
     frame = pl.DataFrame({"candidate_id": ids, "prompt": list(prompts), "response": list(responses)})
@@ -140,13 +142,9 @@ def score_pairs(
     if source == "reward_model":
         if not model:
             raise ValueError("--reward reward_model needs --model: a reward model folder")
-        from prefscale.compute import resolve_compute
-        from prefscale.rewards.reward_model import score_texts
 
         return score_texts(model, list(prompts), list(responses), resolve_compute("auto"))
     if source == "pairrm":
-        from prefscale.compute import resolve_compute
-
         return pairrm_scores_by_prompt(
             prompts,
             responses,

@@ -21,6 +21,20 @@ import polars as pl
 
 from prefscale.compute import Compute
 from prefscale.config.recipe import Recipe
+from prefscale.data import domain
+from prefscale.data.prompts import build_pool, split_pool
+from prefscale.evaluation.heldout import evaluate
+from prefscale.generation.sampling import sample_policy
+from prefscale.labeling.apply import apply_all_lfs
+from prefscale.labeling.context import LFContext
+from prefscale.labeling.label_model import fit_label_model
+from prefscale.pairs.selection import PAIR_STRATEGIES, select_pairs
+from prefscale.policy.io import load_policy, save_policy
+from prefscale.policy.tiny import pretrain_tiny_llama
+from prefscale.rewards.ensemble import combine_rewards
+from prefscale.rewards.reward_model import train_reward_model
+from prefscale.rewards.sources import source_scores
+from prefscale.training.dpo import train_dpo
 
 EVAL_SEED = 424242  # the held-out sampling seed of `assets.evaluation` (the same for every model)
 
@@ -46,10 +60,6 @@ class AblationResult:
 
 
 def _base_policy(recipe: Recipe, out: Path, compute: Compute) -> Path:
-    from prefscale.data import domain
-    from prefscale.policy.io import load_policy, save_policy
-    from prefscale.policy.tiny import pretrain_tiny_llama
-
     if recipe.policy.source == "embedded":
         cfg = recipe.policy.embedded
         pool = domain.make_prompt_pool(cfg.corpus_prompts, recipe.seed + 1001)
@@ -62,8 +72,6 @@ def _base_policy(recipe: Recipe, out: Path, compute: Compute) -> Path:
 
 
 def _sample(policy: Path, prompts: pl.DataFrame, n: int, recipe: Recipe, compute: Compute, seed: int):
-    from prefscale.generation.sampling import sample_policy
-
     return sample_policy(policy, compute, prompts, n, recipe.generation, seed)
 
 
@@ -71,11 +79,6 @@ def _rewards(
     cands: pl.DataFrame, recipe: Recipe, compute: Compute, work: Path, rm_dir: list[Path]
 ) -> pl.DataFrame:
     """The recipe's rewards for one iteration (the reward model, if a source, is trained on iteration 1)."""
-    from prefscale.labeling.apply import apply_all_lfs
-    from prefscale.labeling.context import LFContext
-    from prefscale.labeling.label_model import fit_label_model
-    from prefscale.rewards.ensemble import combine_rewards
-    from prefscale.rewards.sources import source_scores
 
     lfs = recipe.labeling.all_functions  # the model-backed ones run on the arm's base policy, as in lf_votes
     lm = recipe.labeling.label_model
@@ -90,8 +93,6 @@ def _rewards(
         seed=recipe.seed,
     ).labels
     if "reward_model" in recipe.reward.names and not rm_dir:
-        from prefscale.rewards.reward_model import train_reward_model
-
         out = work / "reward_model"
         train_reward_model(
             work / "base", cands, labels, recipe.reward.reward_model, out, compute, recipe.seed
@@ -127,10 +128,6 @@ def run_pair_ablation(
 
     `work_dir` holds the base policy, the checkpoints and DPO scratch; it is removed at the end unless `keep`.
     """
-    from prefscale.data.prompts import build_pool, split_pool
-    from prefscale.evaluation.heldout import evaluate
-    from prefscale.pairs.selection import PAIR_STRATEGIES, select_pairs
-    from prefscale.training.dpo import train_dpo
 
     unknown = [s for s in strategies if s not in PAIR_STRATEGIES]
     if unknown:

@@ -41,6 +41,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from prefscale.compute import resolve_compute
+from prefscale.config.training import DPOSettings
+from prefscale.training.dpo import build_dpo_config
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "arch": "llama",
@@ -271,10 +275,6 @@ def bench_dpo(
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOTrainer
-
-    from prefscale.compute import resolve_compute
-    from prefscale.config.training import DPOSettings
-    from prefscale.training.dpo import build_dpo_config
 
     say = progress or (lambda _m: None)
     if preset not in PRESETS:

@@ -22,6 +22,12 @@ from importlib.metadata import version
 from time import perf_counter
 from typing import Any
 
+from prefscale.config.policy import EmbeddedModel
+from prefscale.data import domain
+from prefscale.generation.base import Sampling
+from prefscale.generation.transformers_backend import generate_ids, generate_transformers
+from prefscale.policy.tiny import train_tokenizer
+
 Progress = Callable[[str], None]
 
 MISTRAL_7B = {
@@ -115,10 +121,6 @@ def tiny_setup(seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from prefscale.config.policy import EmbeddedModel
-    from prefscale.data import domain
-    from prefscale.policy.tiny import train_tokenizer
-
     shape = EmbeddedModel()
     pool = domain.make_prompt_pool(200, seed)
     corpus = domain.make_corpus(pool, 1, seed)
@@ -154,10 +156,6 @@ def bench_generate(
 ) -> GenerateBenchResult:
     """Batched vs one-at-a-time generation on CPU with the tiny embedded-shaped model (see the module docstring)."""
     import torch
-
-    from prefscale.data import domain
-    from prefscale.generation.base import Sampling
-    from prefscale.generation.transformers_backend import generate_transformers
 
     for name, value in (("prompts", prompts), ("samples", samples), ("max_new_tokens", max_new_tokens)):
         if value < 1:
@@ -301,9 +299,6 @@ def bench_generate_gpu(
     if not torch.cuda.is_available():
         raise CudaUnavailable(f"CUDA is not available: preset {preset!r} needs a GPU")
     from transformers import AutoModelForCausalLM, MistralConfig
-
-    from prefscale.generation.base import Sampling
-    from prefscale.generation.transformers_backend import generate_ids
 
     shape = MISTRAL_7B
     cfg = MistralConfig(

@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 
 from prefscale.config.labeling import DEFAULT_PACK, load_lf_pack
+from prefscale.evaluation.alpaca_metrics import load_annotations
 from prefscale.jsonl import json_type_name, parse_object_line
 from prefscale.rewards.text_scores import score_pairs
 
@@ -192,7 +193,6 @@ def alpaca_answers_and_pairs(
     P(model output beats the reference) on [1, 2] (2 = the model won), so the model with the higher preference
     is the one the judge prefers; null preferences are left out.
     """
-    from prefscale.evaluation.alpaca_metrics import load_annotations
 
     frames = []
     for f in files:

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from prefscale.evaluation.judges.base import PAIR_COLUMNS, Judge
+from prefscale.evaluation.judges.base import PAIR_COLUMNS, Judge, JudgeContext
 
 OPENAI_KEY_VAR = "OPENAI_API_KEY"
 
@@ -61,6 +61,17 @@ class AlpacaEvalJudge(Judge):
     """
 
     name = "alpaca_eval_gpt4_turbo"
+
+    @classmethod
+    def preflight(cls) -> None:
+        require_openai_key()
+
+    @classmethod
+    def from_recipe(cls, ctx: JudgeContext) -> AlpacaEvalJudge:
+        judge = cls(ctx.evaluation.annotator_config)
+        if ctx.cache_dir:  # alpaca_eval's own JSON cache of annotations: a re-run does not pay twice
+            judge.caching_path = ctx.cache_dir / "alpaca_eval" / f"annotations_{judge.annotator}.json"
+        return judge
 
     def __init__(
         self,

@@ -29,6 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -97,10 +100,35 @@ def _complete_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class JudgeContext:
+    """What a judge is built from: the recipe's `evaluation` section and the run around it.
+
+    `local_llm_model` is the fallback model of the local LLM judge (the base policy folder); `cache_dir` holds
+    judges' caches (PairRM's ranker, alpaca_eval's annotations)."""
+
+    evaluation: Any
+    lfs: Sequence[Any] = ()
+    label_model: Any = None
+    seed: int = 0
+    compute: Any = None
+    cache_dir: Path | None = None
+    local_llm_model: str | Path | None = None
+
+
 class Judge:
     """A pairwise judge. Subclasses implement `_judge(pairs) -> (preferences, score_1, score_2)`."""
 
     name = "judge"  # the recipe's name for it
+
+    @classmethod
+    def preflight(cls) -> None:
+        """Checks that must pass before any judge is made (e.g. an API key); none by default."""
+
+    @classmethod
+    def from_recipe(cls, ctx: JudgeContext) -> Judge:
+        """The judge a recipe's evaluation section asks for."""
+        raise NotImplementedError(f"{cls.__name__} has no from_recipe")
 
     @property
     def label(self) -> str:

@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from prefscale.evaluation.judges.base import Judge
+from prefscale.compute import resolve_compute
+from prefscale.evaluation.judges.base import Judge, JudgeContext
+from prefscale.policy.chat import chat_text
+from prefscale.policy.io import load_policy
 
 # --------------------------------------------------------------------------------------------- local LLM judge
 
@@ -45,6 +48,13 @@ class LocalLLMJudge(Judge):
 
     name = "local_llm"
 
+    @classmethod
+    def from_recipe(cls, ctx: JudgeContext) -> LocalLLMJudge:
+        model = ctx.evaluation.local_llm_model or ctx.local_llm_model
+        if model is None:
+            raise ValueError("the local_llm judge needs a model: set evaluation.local_llm_model")
+        return cls(model, compute=ctx.compute, batch_size=ctx.evaluation.judge_batch_size)
+
     def __init__(
         self, model: str | Path, *, compute: Any = None, batch_size: int = 8, max_length: int | None = None
     ) -> None:
@@ -61,9 +71,6 @@ class LocalLLMJudge(Judge):
     # -- model plumbing
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            from prefscale.compute import resolve_compute
-            from prefscale.policy.io import load_policy
-
             compute = self.compute or resolve_compute("cpu")
             model, tok = load_policy(
                 Path(self.model_ref) if Path(self.model_ref).exists() else self.model_ref, compute
@@ -98,8 +105,6 @@ class LocalLLMJudge(Judge):
     def _render(self, instruction: str, a: str, b: str) -> str:
         question = LOCAL_LLM_QUESTION.format(instruction=instruction, a=a, b=b)
         if self._chat():
-            from prefscale.policy.chat import chat_text
-
             return chat_text(self._load()[1], question)
         return question + "\nAnswer:"
 

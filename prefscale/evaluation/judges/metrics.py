@@ -7,6 +7,7 @@ from typing import Any
 
 import polars as pl
 
+from prefscale.evaluation.alpaca_metrics import compute_metrics
 from prefscale.evaluation.judges.base import ALPACA_COLUMNS
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -53,7 +54,6 @@ def judge_metrics(
 
     alpaca_eval reports rates on 0-100; here they are divided by 100 to match `eval_leaderboard`'s 0-1 scale.
     """
-    from prefscale.evaluation.alpaca_metrics import compute_metrics
 
     m = compute_metrics(annotations.select(*ALPACA_COLUMNS).to_pandas())
     return {

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from prefscale.evaluation.judges.base import Judge
+from prefscale.evaluation.judges.base import Judge, JudgeContext
 
 TINY_PAIRRM = "tiny"
 
@@ -22,6 +22,16 @@ class PairRMJudge(Judge):
     """PairRM (llm-blender): preference = 1 + P(model beats reference), order-balanced (both orders are run)."""
 
     name = "pairrm"
+
+    @classmethod
+    def from_recipe(cls, ctx: JudgeContext) -> PairRMJudge:
+        return cls(
+            ctx.evaluation.pairrm_model,
+            cache_dir=ctx.cache_dir / "pairrm" if ctx.cache_dir else None,
+            device=getattr(ctx.compute, "device", "cpu"),
+            batch_size=ctx.evaluation.judge_batch_size,
+            seed=ctx.seed,
+        )
 
     def __init__(
         self,
@@ -44,7 +54,7 @@ class PairRMJudge(Judge):
         """The ranker folder or hub id; `tiny` builds (once, under `cache_dir`) a random tiny ranker."""
         if self.model != TINY_PAIRRM:
             return self.model
-        from prefscale.rewards.pairrm import build_tiny_ranker
+        from prefscale.rewards.pairrm import build_tiny_ranker  # lazy: llm-blender
 
         root = Path(self.cache_dir) if self.cache_dir else Path(tempfile.mkdtemp(prefix="prefscale-pairrm-"))
         folder = root / f"pairrm-tiny-seed{self.seed}"
@@ -62,7 +72,11 @@ class PairRMJudge(Judge):
         return str(folder)
 
     def _judge(self, pairs: pl.DataFrame):
-        from prefscale.rewards.pairrm import load_ranker, pairrm_matrix, win_probabilities
+        from prefscale.rewards.pairrm import (
+            load_ranker,
+            pairrm_matrix,
+            win_probabilities,
+        )  # lazy: llm-blender
 
         if self._blender is None:
             self._blender = load_ranker(self.ranker_path(), self.device)

@@ -1,4 +1,8 @@
-"""The judges by name (the recipe's `evaluation.judges`)."""
+"""The judges by name (the recipe's `evaluation.judges`): one line each, `name: module:JudgeClass`.
+
+A judge is a `Judge` subclass in its own module with a `from_recipe(JudgeContext)` constructor (and, when it
+needs something before any work, a `preflight()` check).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefscale.evaluation.judges.alpaca_eval import AlpacaEvalJudge, require_openai_key
-from prefscale.evaluation.judges.base import Judge
-from prefscale.evaluation.judges.local_llm import LocalLLMJudge
-from prefscale.evaluation.judges.pairrm import PairRMJudge
-from prefscale.evaluation.judges.rubric import RubricJudge
-from prefscale.evaluation.judges.weak_supervision import WeakSupervisionJudge
+from prefscale.evaluation.judges.base import Judge, JudgeContext
+from prefscale.registry import Registry
 
-# ----------------------------------------------------------------------------------------------- the factory
+JUDGES: Registry = Registry(
+    "judge",
+    {
+        "rubric": "prefscale.evaluation.judges.rubric:RubricJudge",
+        "pairrm": "prefscale.evaluation.judges.pairrm:PairRMJudge",
+        "weak_supervision": "prefscale.evaluation.judges.weak_supervision:WeakSupervisionJudge",
+        "local_llm": "prefscale.evaluation.judges.local_llm:LocalLLMJudge",
+        "alpaca_eval_gpt4_turbo": "prefscale.evaluation.judges.alpaca_eval:AlpacaEvalJudge",
+    },
+)
+PRIMARY_JUDGES = ("rubric",)  # judges `eval_results` and the leaderboard can be led by
 
 
 def make_judges(
@@ -28,42 +38,21 @@ def make_judges(
     local_llm_model: str | Path | None = None,
 ) -> list[Judge]:
     """The recipe's judges, in order. Cheap: nothing is loaded until a judge first judges, except that the
-    official judge checks `OPENAI_API_KEY` here, before any other work (a missing key fails the whole step early).
+    official judge checks `OPENAI_API_KEY` when it is made, before any judging (a missing key fails early).
 
     `evaluation` is the recipe's `EvaluationConfig`; `local_llm_model` is the fallback model of the local LLM
     judge (the base policy folder) when `evaluation.local_llm_model` is not set.
     """
-    if "alpaca_eval_gpt4_turbo" in names:
-        require_openai_key()
-    judges: list[Judge] = []
-    cache = Path(cache_dir) if cache_dir else None
-    for name in names:
-        if name == "rubric":
-            judges.append(RubricJudge())
-        elif name == "weak_supervision":
-            if not lfs:
-                raise ValueError("the weak_supervision judge needs the recipe's labeling functions")
-            judges.append(WeakSupervisionJudge(lfs, label_model, seed=seed))
-        elif name == "pairrm":
-            judges.append(
-                PairRMJudge(
-                    evaluation.pairrm_model,
-                    cache_dir=cache / "pairrm" if cache else None,
-                    device=getattr(compute, "device", "cpu"),
-                    batch_size=evaluation.judge_batch_size,
-                    seed=seed,
-                )
-            )
-        elif name == "local_llm":
-            model = evaluation.local_llm_model or local_llm_model
-            if model is None:
-                raise ValueError("the local_llm judge needs a model: set evaluation.local_llm_model")
-            judges.append(LocalLLMJudge(model, compute=compute, batch_size=evaluation.judge_batch_size))
-        elif name == "alpaca_eval_gpt4_turbo":
-            judge = AlpacaEvalJudge(evaluation.annotator_config)
-            if cache:  # alpaca_eval's own JSON cache of annotations: a re-run does not pay twice
-                judge.caching_path = cache / "alpaca_eval" / f"annotations_{judge.annotator}.json"
-            judges.append(judge)
-        else:
-            raise ValueError(f"unknown judge {name!r}")
-    return judges
+    ctx = JudgeContext(
+        evaluation,
+        lfs=lfs,
+        label_model=label_model,
+        seed=seed,
+        compute=compute,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        local_llm_model=local_llm_model,
+    )
+    classes = [JUDGES.get(name) for name in names]  # an unknown name fails before any judge is made
+    for cls in classes:
+        cls.preflight()
+    return [cls.from_recipe(ctx) for cls in classes]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from prefscale.evaluation import rubric
-from prefscale.evaluation.judges.base import Judge, compare_scores
+from prefscale.evaluation.judges.base import Judge, JudgeContext, compare_scores
 
 # ---------------------------------------------------------------------------------------------- rubric judge
 
@@ -14,6 +14,10 @@ class RubricJudge(Judge):
     """The SME rubric (`prefscale.rubric.score`, the task type of the prompt, unfinished samples penalised)."""
 
     name = "rubric"
+
+    @classmethod
+    def from_recipe(cls, ctx: JudgeContext) -> RubricJudge:
+        return cls()
 
     def _judge(self, pairs: pl.DataFrame):
         prefs, s1, s2 = [], [], []

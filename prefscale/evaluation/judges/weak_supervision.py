@@ -7,7 +7,10 @@ from typing import Any
 
 import polars as pl
 
-from prefscale.evaluation.judges.base import Judge, compare_scores
+from prefscale.evaluation.judges.base import Judge, JudgeContext, compare_scores
+from prefscale.labeling.apply import apply_lfs
+from prefscale.labeling.label_model import fit_label_model
+from prefscale.labeling.votes import validate_lfs
 
 # ------------------------------------------------------------------------------------ weak-supervision judge
 
@@ -17,9 +20,13 @@ class WeakSupervisionJudge(Judge):
 
     name = "weak_supervision"
 
-    def __init__(self, lfs: Sequence[Any], label_model: Any = None, *, seed: int = 0) -> None:
-        from prefscale.labeling.votes import validate_lfs
+    @classmethod
+    def from_recipe(cls, ctx: JudgeContext) -> WeakSupervisionJudge:
+        if not ctx.lfs:
+            raise ValueError("the weak_supervision judge needs the recipe's labeling functions")
+        return cls(ctx.lfs, ctx.label_model, seed=ctx.seed)
 
+    def __init__(self, lfs: Sequence[Any], label_model: Any = None, *, seed: int = 0) -> None:
         validate_lfs(lfs)
         self.lfs = list(lfs)
         self.lm = label_model
@@ -30,9 +37,6 @@ class WeakSupervisionJudge(Judge):
         return f"label_model({len(self.lfs)} LFs)"
 
     def _judge(self, pairs: pl.DataFrame):
-        from prefscale.labeling.apply import apply_lfs
-        from prefscale.labeling.label_model import fit_label_model
-
         n = pairs.height
         side = lambda out, fin, tag: pairs.select(  # noqa: E731
             pl.format(f"{tag}{{}}", pl.int_range(0, n)).alias("candidate_id"),

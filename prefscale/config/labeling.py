@@ -10,8 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prefscale.config.base import _Strict
-from prefscale.labeling.model_kinds import MODEL_KINDS, ModelLabelingFunction
-from prefscale.labeling.pattern_kinds import LabelingFunction
+from prefscale.labeling.registry import MODEL_KINDS, LabelingFunction, ModelLabelingFunction
 from prefscale.labeling.task_classifier import TaskClassifier
 from prefscale.labeling.task_types import DEFAULT_TASK_TYPE, TaskTypeRule, task_type_of
 from prefscale.labeling.votes import validate_lfs

@@ -12,15 +12,8 @@ import polars as pl
 from prefscale.labeling.context import LFContext
 from prefscale.labeling.model_kinds import _ModelLF
 from prefscale.labeling.pattern_kinds import (
-    _LIST_ITEM,
     _WORDS,
-    FinishLF,
-    LengthLF,
-    ListFormatLF,
-    OrderedLF,
     PythonLF,
-    RegexLF,
-    WordRatioLF,
     _LFBase,
 )
 from prefscale.labeling.votes import _VOTES, _valid_vote
@@ -28,33 +21,6 @@ from prefscale.labeling.votes import _VOTES, _valid_vote
 if TYPE_CHECKING:  # pragma: no cover
     from snorkel.labeling import LabelingFunction as SnorkelLF
 from prefscale.labeling.votes import ABSTAIN, HIGH, LOW, VOTE_DTYPE, LabelingFunctionError, validate_lfs
-
-
-def _fires(lf: Any, words: pl.Expr) -> pl.Expr:
-    resp = pl.col("response")
-    if isinstance(lf, RegexLF):
-        src = pl.col(lf.field)
-        if lf.min_count == 1:  # one match is enough: stop at the first instead of counting them all
-            return src.str.contains(lf.rust_pattern)
-        return src.str.count_matches(lf.rust_pattern) >= lf.min_count
-    if isinstance(lf, ListFormatLF):
-        return resp.str.count_matches(_LIST_ITEM) >= lf.min_items
-    if isinstance(lf, OrderedLF):
-        return resp.str.contains(lf.rust_pattern)
-    if isinstance(lf, WordRatioLF):
-        hits = resp.str.count_matches(lf.rust_pattern)
-        return (words > 0) & (hits / words.cast(pl.Float64).clip(lower_bound=1) >= lf.min_ratio)
-    if isinstance(lf, LengthLF):
-        cond = pl.lit(False)
-        if lf.min_words is not None:
-            cond = cond | (words < lf.min_words)
-        if lf.max_words is not None:
-            cond = cond | (words > lf.max_words)
-        return cond
-    if isinstance(lf, FinishLF):
-        return pl.col("finish_reason") == "length"
-    raise TypeError(f"unsupported labeling function {lf!r}")  # pragma: no cover
-
 
 _WORD_COUNT = "__prefscale_word_count"  # apply_lfs' shared word-count column (not in its output)
 
@@ -67,7 +33,7 @@ def lf_expression(lf: Any, words: pl.Expr | None = None) -> pl.Expr:
     if words is None:
         words = pl.col("response").str.count_matches(_WORDS)
     vote = HIGH if lf.vote == "high" else LOW
-    fires = _fires(lf, words).fill_null(False)
+    fires = lf.fires(words).fill_null(False)
     if lf.task_types:
         fires = fires & pl.col("task_type").is_in(list(lf.task_types))
     return pl.when(fires).then(pl.lit(vote, VOTE_DTYPE)).otherwise(pl.lit(ABSTAIN, VOTE_DTYPE)).alias(lf.name)
@@ -89,10 +55,8 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
         )
     pattern_lfs = [lf for lf in lfs if isinstance(lf, _LFBase)]
     needed = {"candidate_id", "response", "task_type"} if pattern_lfs else {"candidate_id"}
-    if any(isinstance(lf, FinishLF) for lf in lfs):
-        needed.add("finish_reason")
-    if any(isinstance(lf, RegexLF) and lf.field == "prompt" for lf in lfs):
-        needed.add("prompt")
+    for lf in pattern_lfs:
+        needed |= lf.input_columns()
     if any(isinstance(lf, PythonLF) and lf.task_types for lf in lfs):
         needed.add("task_type")
     missing = needed - set(rows.columns)
@@ -102,7 +66,7 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     # share is computed once per row.
     query = rows.lazy()
     words = None
-    if any(isinstance(lf, (LengthLF, WordRatioLF)) for lf in lfs):
+    if any(lf.uses_word_count for lf in pattern_lfs):
         query = query.with_columns(pl.col("response").str.count_matches(_WORDS).alias(_WORD_COUNT))
         words = pl.col(_WORD_COUNT)
     votes = query.select(pl.col("candidate_id"), *[lf_expression(lf, words) for lf in pattern_lfs]).collect()

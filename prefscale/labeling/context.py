@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from prefscale.compute import resolve_compute
+from prefscale.labeling.model_kinds import BASE_POLICY_ALIAS
 from prefscale.policy.io import load_policy
 from prefscale.storage import UNPARTITIONED
-
-BASE_POLICY_ALIAS = "base_policy"
-
 
 # --- the context: where models come from ------------------------------------------------------------------
 

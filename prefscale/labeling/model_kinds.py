@@ -3,7 +3,7 @@
 The kinds here need more than the row's text: a causal LM, an embedding model, an OpenAI-compatible endpoint or
 statistics of the whole batch. They are declared in recipes like the text-pattern kinds (`prefscale.labeling`):
 pydantic models with a name, a description, an optional `task_types` scope and a version that is the hash of
-the definition. They run batched, given an `LFContext` (where models come from, the device, a model cache).
+the definition. They run batched, given a `ModelContext` (where models come from, the device, a model cache).
 
 | kind | votes | how |
 |---|---|---|
@@ -27,13 +27,12 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
-from prefscale.labeling.context import BASE_POLICY_ALIAS, LFContext
 from prefscale.labeling.lm_scores import (
     _answer_logprobs,
     _as_user_message,
@@ -49,13 +48,23 @@ from prefscale.labeling.votes import (
     _LFCommon,
 )
 
-MODEL_KINDS = ("llm_prompt", "perplexity", "similarity")
+BASE_POLICY_ALIAS = "base_policy"  # a model reference that means the run's base policy (asset `base_policy`)
+
+
+class ModelContext(Protocol):
+    """Where model-backed LFs get their models: `prefscale.labeling.context.LFContext`."""
+
+    def causal_lm(self, ref: str) -> tuple[Any, Any]: ...
+
+    def encoder(self, ref: str) -> tuple[Any, Any]: ...
 
 
 class _ModelLF(_LFCommon):
     batch_size: int = Field(default=32, ge=1, description="rows per forward pass (or per request)")
 
-    def scores(self, rows: pl.DataFrame, context: LFContext) -> np.ndarray:  # pragma: no cover - overridden
+    def scores(
+        self, rows: pl.DataFrame, context: ModelContext
+    ) -> np.ndarray:  # pragma: no cover - overridden
         """The function's raw score per row (P(yes), perplexity, cosine), float64, NaN where undefined."""
         raise NotImplementedError
 
@@ -132,7 +141,7 @@ class LLMPromptLF(_ModelLF):
     def text(self, prompt: str, response: str) -> str:
         return self.template.format(prompt=prompt, response=response, question=self.question)
 
-    def log_odds(self, rows: pl.DataFrame, context: LFContext) -> np.ndarray:
+    def log_odds(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
         """log p(yes) − log p(no) per row (before calibration and bias); NaN when neither answer is seen."""
         texts = [self.text(p or "", r or "") for p, r in zip(rows["prompt"], rows["response"], strict=True)]
         if self.endpoint:
@@ -144,7 +153,7 @@ class LLMPromptLF(_ModelLF):
         with np.errstate(invalid="ignore"):
             return lp[:, 0] - lp[:, 1]
 
-    def scores(self, rows: pl.DataFrame, context: LFContext) -> np.ndarray:
+    def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
         lo = self.log_odds(rows, context)
         if self.calibrate:
             free = pl.DataFrame({"prompt": ["N/A"], "response": ["N/A"]})
@@ -186,7 +195,7 @@ class PerplexityLF(_ModelLF):
             raise ValueError(f"high_below ({self.high_below}) must be below low_above ({self.low_above})")
         return self
 
-    def scores(self, rows: pl.DataFrame, context: LFContext) -> np.ndarray:
+    def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
         model, tok = context.causal_lm(self.model)
         prompts = rows["prompt"].fill_null("").to_list() if self.condition_on_prompt else None
         nll = _response_nll(
@@ -227,7 +236,7 @@ class SimilarityLF(_ModelLF):
             raise ValueError("the tfidf backend uses no model")
         return self
 
-    def scores(self, rows: pl.DataFrame, context: LFContext) -> np.ndarray:
+    def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
         prompts = rows["prompt"].fill_null("").to_list()
         responses = rows["response"].fill_null("").to_list()
         if self.backend == "tfidf":
@@ -248,9 +257,6 @@ class SimilarityLF(_ModelLF):
     @property
     def vote_label(self) -> str:
         return _threshold_label(self.high_above is not None, self.low_below is not None)
-
-
-ModelLabelingFunction = Annotated[LLMPromptLF | PerplexityLF | SimilarityLF, Field(discriminator="kind")]
 
 
 def _threshold_label(high: bool, low: bool) -> str:
@@ -297,7 +303,7 @@ def _answer_mass(top: Mapping[str, float], answer: str) -> float:
     return math.log(sum(probs)) if probs else -math.inf
 
 
-def _endpoint_answer_logprobs(lf: LLMPromptLF, texts: list[str], context: LFContext) -> np.ndarray:
+def _endpoint_answer_logprobs(lf: LLMPromptLF, texts: list[str], context: ModelContext) -> np.ndarray:
     """[n, 2] log p(yes), log p(no) from the first generated token's top log-probabilities."""
     base = (lf.endpoint or "").rstrip("/")
     out = np.full((len(texts), 2), -math.inf)

@@ -18,7 +18,7 @@ import inspect
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import polars as pl
 from pydantic import Field, field_validator
@@ -63,6 +63,16 @@ class _LFBase(_LFCommon):
             return ABSTAIN
         return HIGH if self.vote == "high" else LOW
 
+    uses_word_count: ClassVar[bool] = False  # reads the shared word count `apply_lfs` computes once
+
+    def input_columns(self) -> set[str]:
+        """The columns `fires` reads, besides `task_type` (scope)."""
+        return {"response"}
+
+    def fires(self, words: pl.Expr) -> pl.Expr:  # pragma: no cover - every kind overrides it
+        """Whether the pattern fires on each row, as a polars expression (`words`: the response's word count)."""
+        raise NotImplementedError
+
     def _row_fires(self, row: Mapping[str, Any]) -> bool:  # pragma: no cover - every kind overrides it
         raise NotImplementedError
 
@@ -85,6 +95,15 @@ class RegexLF(_LFBase):
         """The pattern as polars runs it: `(?i)` is prepended unless the pattern opens with its own flags."""
         return self.pattern if _INLINE_FLAGS.match(self.pattern) else f"(?i){self.pattern}"
 
+    def input_columns(self) -> set[str]:
+        return {self.field}
+
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        src = pl.col(self.field)
+        if self.min_count == 1:  # one match is enough: stop at the first instead of counting them all
+            return src.str.contains(self.rust_pattern)
+        return src.str.count_matches(self.rust_pattern) >= self.min_count
+
     def _row_fires(self, row: Mapping[str, Any]) -> bool:
         text = _text(row, self.field)
         if text is None:
@@ -102,6 +121,9 @@ class ListFormatLF(_LFBase):
     @property
     def rust_pattern(self) -> str:
         return _LIST_ITEM
+
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        return pl.col("response").str.count_matches(_LIST_ITEM) >= self.min_items
 
     def _row_fires(self, row: Mapping[str, Any]) -> bool:
         text = _text(row, "response")
@@ -124,6 +146,9 @@ class OrderedLF(_LFBase):
         """One pattern: the parts in order, anything (newlines included) between, case-insensitive."""
         return "(?is)" + ".*?".join(f"(?:{p})" for p in self.patterns)
 
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        return pl.col("response").str.contains(self.rust_pattern)
+
     def _row_fires(self, row: Mapping[str, Any]) -> bool:
         text = _text(row, "response")
         return text is not None and python_regex(self.rust_pattern, text).search(text) is not None
@@ -141,6 +166,12 @@ class WordRatioLF(_LFBase):
         """The hits pattern: any of `words`, whole words, case-insensitive (the total uses `_WORDS`)."""
         alt = "|".join(re.escape(w) for w in self.words)
         return rf"(?i)\b(?:{alt})\b"
+
+    uses_word_count: ClassVar[bool] = True
+
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        hits = pl.col("response").str.count_matches(self.rust_pattern)
+        return (words > 0) & (hits / words.cast(pl.Float64).clip(lower_bound=1) >= self.min_ratio)
 
     def _row_fires(self, row: Mapping[str, Any]) -> bool:
         text = _text(row, "response")
@@ -161,6 +192,16 @@ class LengthLF(_LFBase):
     min_words: int | None = Field(default=None, ge=0)
     max_words: int | None = Field(default=None, ge=1)
 
+    uses_word_count: ClassVar[bool] = True
+
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        cond = pl.lit(False)
+        if self.min_words is not None:
+            cond = cond | (words < self.min_words)
+        if self.max_words is not None:
+            cond = cond | (words > self.max_words)
+        return cond
+
     def _row_fires(self, row: Mapping[str, Any]) -> bool:
         text = _text(row, "response")
         if text is None:
@@ -175,6 +216,12 @@ class FinishLF(_LFBase):
     """A metric LF on generation metadata: fires when the sample was cut at the token limit."""
 
     kind: Literal["unfinished"] = "unfinished"
+
+    def input_columns(self) -> set[str]:
+        return {"finish_reason"}
+
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        return pl.col("finish_reason") == "length"
 
     def _row_fires(self, row: Mapping[str, Any]) -> bool:
         return _text(row, "finish_reason") == "length"
@@ -223,9 +270,3 @@ def _import_callable(spec: str) -> Any:
     if not callable(obj):
         raise TypeError(f"{spec} is not callable")
     return obj
-
-
-LabelingFunction = Annotated[
-    RegexLF | ListFormatLF | OrderedLF | WordRatioLF | LengthLF | FinishLF | PythonLF,
-    Field(discriminator="kind"),
-]

@@ -8,13 +8,13 @@ from prefscale.labeling.analysis import lf_catalog, lf_summary
 from prefscale.labeling.apply import apply_lfs
 from prefscale.labeling.pattern_kinds import (
     FinishLF,
-    LabelingFunction,
     LengthLF,
     ListFormatLF,
     OrderedLF,
     RegexLF,
     WordRatioLF,
 )
+from prefscale.labeling.registry import LabelingFunction
 from prefscale.labeling.votes import ABSTAIN, HIGH, LOW, VOTE_DTYPE, validate_lfs
 
 

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,6 +82,18 @@ class GenerationInfo:
     requests: int = 0
     retries: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend is built from (`from_config`): the recipe's `generation` section, the policy folder, the
+    sampling settings, the compute (in-process backends) and the policy's iteration (an endpoint's model name)."""
+
+    config: Any
+    model_dir: str | Path
+    sampling: Sampling
+    compute: Any = None
+    policy_iteration: int | None = None
 
 
 class GenerationBackend(Protocol):

@@ -22,12 +22,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from prefscale.generation.base import (
+    BackendSpec,
     GenerationInfo,
     Sample,
     Sampling,
@@ -76,15 +76,8 @@ class EndpointBackend:
     name = "endpoint"
 
     @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        model_dir: str | Path,
-        sampling: Sampling,
-        compute: Any,
-        policy_iteration: int | None,
-    ) -> EndpointBackend:
-        return cls(config.endpoint, sampling, iteration=policy_iteration)
+    def from_config(cls, spec: BackendSpec) -> EndpointBackend:
+        return cls(spec.config.endpoint, spec.sampling, iteration=spec.policy_iteration)
 
     def __init__(
         self,

@@ -1,8 +1,7 @@
 """The generation backends by name (the recipe's `generation.backend`): one line each, `name: module:factory`.
 
-A backend implements `prefscale.generation.base.GenerationBackend` and has a `from_config(config, model_dir,
-sampling, compute, policy_iteration)` constructor; its module is imported only when a recipe uses it (vLLM is an
-optional extra).
+A backend implements `prefscale.generation.base.GenerationBackend` and has a `from_config(BackendSpec)`
+constructor; its module is imported only when a recipe uses it (vLLM is an optional extra).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefscale.generation.base import GenerationBackend, Sampling
+from prefscale.generation.base import BackendSpec, GenerationBackend, Sampling
 from prefscale.registry import Registry
 
 BACKENDS: Registry = Registry(
@@ -33,4 +32,4 @@ def make_backend(
     """
     factory = BACKENDS.get(config.backend)
     sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, tuple(config.stop))
-    return factory(config, model_dir, sampling, compute, policy_iteration)
+    return factory(BackendSpec(config, model_dir, sampling, compute, policy_iteration))

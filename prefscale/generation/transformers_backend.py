@@ -11,6 +11,7 @@ import polars as pl
 import torch
 
 from prefscale.generation.base import (
+    BackendSpec,
     GenerationInfo,
     Sample,
     Sampling,
@@ -220,17 +221,10 @@ class TransformersBackend:
     name = "transformers"
 
     @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        model_dir: str | Path,
-        sampling: Sampling,
-        compute: Any,
-        policy_iteration: int | None,
-    ) -> TransformersBackend:
-        if compute is None:
+    def from_config(cls, spec: BackendSpec) -> TransformersBackend:
+        if spec.compute is None:
             raise ValueError("the transformers backend needs a compute (device and dtype)")
-        return cls(model_dir, compute, sampling, config.batch_size)
+        return cls(spec.model_dir, spec.compute, spec.sampling, spec.config.batch_size)
 
     def __init__(self, model_dir: str | Path, compute: Any, sampling: Sampling, batch_size: int = 64) -> None:
         self.model, self.tokenizer = load_policy(model_dir, compute)

@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from prefscale.generation.base import (
+    BackendSpec,
     GenerationInfo,
     Sample,
     Sampling,
@@ -79,15 +80,8 @@ class VLLMBackend:
     name = "vllm"
 
     @classmethod
-    def from_config(
-        cls,
-        config: Any,
-        model_dir: str | Path,
-        sampling: Sampling,
-        compute: Any,
-        policy_iteration: int | None,
-    ) -> VLLMBackend:
-        return cls(model_dir, sampling, compute=compute)
+    def from_config(cls, spec: BackendSpec) -> VLLMBackend:
+        return cls(spec.model_dir, spec.sampling, compute=spec.compute)
 
     def __init__(
         self, model_dir: str | Path, sampling: Sampling, *, compute: Any = None, seed: int = 0

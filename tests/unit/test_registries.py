@@ -149,8 +149,8 @@ class ListBackend:
         self.sampling = sampling
 
     @classmethod
-    def from_config(cls, config, model_dir, sampling, compute, policy_iteration):
-        return cls(sampling)
+    def from_config(cls, spec):
+        return cls(spec.sampling)
 
     def generate(self, prompts, n, *, seed):
         return prompts, GenerationInfo(backend=self.name)

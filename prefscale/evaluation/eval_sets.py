@@ -262,7 +262,7 @@ def eval_set_pairs(eval_set: EvalSet, model_samples: pl.DataFrame) -> pl.DataFra
     """An external set's comparison: the model's sample for each instruction against the reference output.
 
     `model_samples` has prompt_id (the eval set's), sample_idx, response and finish_reason (as
-    `prefscale.generation.sample_responses` returns). Same columns as `heldout_pairs`; the references count as
+    `prefscale.generation.transformers_backend.sample_responses` returns). Same columns as `heldout_pairs`; the references count as
     finished.
     """
     es = eval_set.frame

@@ -216,7 +216,7 @@ def sample_responses(
 
 
 class TransformersBackend:
-    """The in-process backend: loads the policy folder with `prefscale.policy.load_policy`."""
+    """The in-process backend: loads the policy folder with `prefscale.policy.io.load_policy`."""
 
     name = "transformers"
 

@@ -43,7 +43,7 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     """Label matrix: one Int8 column per LF (named after it), in `lfs` order, plus `candidate_id`.
 
     Text-pattern LFs run as one vectorised polars query; `python` LFs are called row by row. Model-backed kinds
-    (`prefscale.lf_models`) need a model context: use `prefscale.lf_models.apply_all_lfs`.
+    (`prefscale.labeling`) need a model context: use `prefscale.labeling.apply.apply_all_lfs`.
     """
     validate_lfs(lfs)
     needs_model = [lf for lf in lfs if not isinstance(lf, _LFBase | PythonLF)]
@@ -51,7 +51,7 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
         lf = needs_model[0]
         raise TypeError(
             f"labeling function {lf.name!r} (kind {lf.kind}) needs a model context: "
-            "use prefscale.lf_models.apply_all_lfs(rows, lfs, context)"
+            "use prefscale.labeling.apply.apply_all_lfs(rows, lfs, context)"
         )
     pattern_lfs = [lf for lf in lfs if isinstance(lf, _LFBase)]
     needed = {"candidate_id", "response", "task_type"} if pattern_lfs else {"candidate_id"}

@@ -16,7 +16,7 @@ keyword LFs over the prompt, combined by majority vote or a Snorkel label model;
 prompt has none, so task-scoped functions (`task_types`) work on files of untagged prompts.
 
 `apply_all_lfs(rows, lfs, context)` runs every kind: the text-pattern and `python` kinds through
-`prefscale.labeling.apply_lfs`, the model-backed ones batched. Heavy libraries are imported on first use.
+`prefscale.labeling.apply.apply_lfs`, the model-backed ones batched. Heavy libraries are imported on first use.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """SME labeling functions: declared in recipes, compiled to vectorised polars expressions.
 
 Each labeling function (LF) votes HIGH (1), LOW (0) or ABSTAIN (-1) on every (prompt, response) row. LFs are
-noisy, partial heuristics of what SMEs want; the label model (`prefscale.label_model`) denoises their votes.
+noisy, partial heuristics of what SMEs want; the label model (`prefscale.labeling.label_model`) denoises their votes.
 
 `apply_lfs` is the production path (one vectorised polars pass). Every LF also has `row_vote(row)`, an exact
 per-row Python equivalent (Python's `re`, no polars per row), and `snorkel_lfs` wraps those as Snorkel

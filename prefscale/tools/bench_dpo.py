@@ -1,6 +1,6 @@
 """`prefscale bench dpo`: DPO training throughput (trained tokens/s) and model FLOPs utilisation (MFU).
 
-One TRL `DPOTrainer` built exactly as `prefscale.dpo` builds it (`build_dpo_config`), on a model with random
+One TRL `DPOTrainer` built exactly as `prefscale.training.dpo` builds it (`build_dpo_config`), on a model with random
 weights and synthetic pairs whose sequences all have exactly `seq_len` tokens, so every step trains the same
 `2 x batch_pairs x seq_len` tokens (chosen and rejected). The first `--warmup` steps are discarded; each timed
 step is bracketed by `torch.cuda.synchronize()` on a GPU.
@@ -22,7 +22,7 @@ Presets: `tiny` (the embedded recipe's 0.8 M-parameter Llama shape, CPU, fp32) a
 shape: 32 layers, d 4096, GQA 32/8 heads, MLP 14336, vocab 32000; bf16, LoRA r=16 on all linear layers,
 8 pairs x 2 x 1024 tokens per step, gradient checkpointing), which needs a GPU with about 40 GB.
 
-Wire-up: `add_parser(benches)` adds the `dpo` sub-command to `prefscale bench`; `python -m prefscale.bench_dpo`
+Wire-up: `add_parser(benches)` adds the `dpo` sub-command to `prefscale bench`; `python -m prefscale.tools.bench_dpo`
 runs it stand-alone with the same flags.
 """
 

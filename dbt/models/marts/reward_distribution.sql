@@ -23,7 +23,7 @@ ties as (
         iteration,
         reward_source,
         count(*) as prompts,
-        -- best and worst closer than prefscale.pairs.TIE_TOLERANCE: best_vs_worst drops the prompt (tied rewards)
+        -- best and worst closer than prefscale.pairs.selection.TIE_TOLERANCE: best_vs_worst drops the prompt (tied rewards)
         avg(cast(spread < 1e-6 as double)) as all_tied_prompt_share,
         -- at least two candidates with exactly the same score
         avg(cast(n_distinct < n as double)) as any_tie_prompt_share

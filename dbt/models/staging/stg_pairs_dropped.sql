@@ -1,4 +1,4 @@
--- The prompts pair selection dropped, per iteration, with the reason (prefscale.pairs.DROP_REASONS): the
+-- The prompts pair selection dropped, per iteration, with the reason (prefscale.pairs.selection.DROP_REASONS): the
 -- dropped.parquet of every iteration's current preference_pairs version. Read here directly (the artifact's
 -- dbt source is its data.parquet; a source maps to one Dagster asset key):
 -- depends_on: {{ source('alignment', 'preference_pairs') }}

@@ -1,7 +1,7 @@
 """Pairwise judges that annotate model-vs-reference pairs in alpaca_eval's format, and their AlpacaEval metrics.
 
 Every judge turns a frame of pairs (`instruction`, `output_1` = the reference, `output_2` = the model, plus
-`task_type`, `finished_1`, `finished_2` where known; `prefscale.eval_sets` builds them) into annotations with
+`task_type`, `finished_1`, `finished_2` where known; `prefscale.evaluation.eval_sets` builds them) into annotations with
 alpaca_eval's columns: `instruction`, `output_1`, `output_2`, `generator_1`, `generator_2`, `annotator` and
 `preference`, a float in [1, 2] (1: the reference is better, 2: the model is better, 1.5: a tie; null: the judge's
 answer could not be parsed). As alpaca_eval does, a pair whose two outputs are the same text is a tie (1.5)
@@ -9,11 +9,11 @@ without asking the judge. `score_1` / `score_2` keep the judge's own per-side nu
 
 The judges (the recipe's `evaluation.judges`):
 
-- `rubric`: the embedded domain's SME rubric (`prefscale.rubric.score`): the higher score wins, equal scores tie.
+- `rubric`: the embedded domain's SME rubric (`prefscale.evaluation.rubric.score`): the higher score wins, equal scores tie.
   It reproduces `eval_results`' win rate exactly on the `heldout_base` reference.
 - `weak_supervision`: the recipe's own labeling functions and Snorkel label model, fitted on the outputs being
   compared (both sides), P(high) as the reward: the higher reward wins, equal rewards tie.
-- `pairrm`: PairRM through llm-blender (`prefscale.pairrm`): preference = 1 + sigmoid(M[model, ref] -
+- `pairrm`: PairRM through llm-blender (`prefscale.rewards.pairrm`): preference = 1 + sigmoid(M[model, ref] -
   M[ref, model]), the order-balanced P(model beats reference). `tiny` is a random offline ranker: a code path.
 - `local_llm`: a causal LM from any `from_pretrained` folder asked "Which response is better, A or B?"; P(A) vs
   P(B) from the next-token logits, asked in both orders and averaged to cancel position bias.
@@ -22,7 +22,7 @@ The judges (the recipe's `evaluation.judges`):
   before any work) and honours `OPENAI_BASE_URL` / `OPENAI_API_BASE` for an OpenAI-compatible server.
 
 `judge_metrics` computes the leaderboard numbers of one judge's annotations with alpaca_eval's own functions
-(`prefscale.alpacaeval.compute_metrics`) and converts the rates to the warehouse's 0-1 scale.
+(`prefscale.evaluation.alpaca_metrics.compute_metrics`) and converts the rates to the warehouse's 0-1 scale.
 """
 
 from __future__ import annotations

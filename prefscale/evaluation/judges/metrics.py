@@ -50,7 +50,7 @@ def judge_metrics(
     source_partition: str,
     unfinished_rate: float | None = None,
 ) -> dict[str, Any]:
-    """One metrics row (`METRICS_SCHEMA`) of one judge's annotations, through `prefscale.alpacaeval`.
+    """One metrics row (`METRICS_SCHEMA`) of one judge's annotations, through `prefscale.evaluation.alpaca_metrics`.
 
     alpaca_eval reports rates on 0-100; here they are divided by 100 to match `eval_leaderboard`'s 0-1 scale.
     """

@@ -11,7 +11,7 @@ from prefscale.evaluation.judges.base import Judge, JudgeContext, compare_scores
 
 
 class RubricJudge(Judge):
-    """The SME rubric (`prefscale.rubric.score`, the task type of the prompt, unfinished samples penalised)."""
+    """The SME rubric (`prefscale.evaluation.rubric.score`, the task type of the prompt, unfinished samples penalised)."""
 
     name = "rubric"
 

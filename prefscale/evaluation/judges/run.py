@@ -15,7 +15,7 @@ from prefscale.evaluation.judges.metrics import judge_metrics, metrics_frame
 
 @dataclass(frozen=True)
 class Comparison:
-    """One model's outputs against the reference: `pairs` as `prefscale.eval_sets` builds them."""
+    """One model's outputs against the reference: `pairs` as `prefscale.evaluation.eval_sets` builds them."""
 
     variant: str  # base | checkpoint | best_of_n
     iteration: int

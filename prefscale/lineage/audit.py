@@ -24,7 +24,9 @@ class AuditReport:
     nodes: list[AuditNode] = field(default_factory=list)
     evaluations: list[AuditNode] = field(default_factory=list)
     training_runs: list[dict[str, Any]] = field(default_factory=list)
-    model_versions: list[Any] = field(default_factory=list)  # prefscale.lineage.mlflow_runs.RegisteredCheckpoint
+    model_versions: list[Any] = field(
+        default_factory=list
+    )  # prefscale.lineage.mlflow_runs.RegisteredCheckpoint
     requested: str = ""  # how the checkpoint was named, when not by iteration or path (an MLflow version)
 
     @property

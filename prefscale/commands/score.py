@@ -8,6 +8,8 @@ import json
 import sys
 from typing import Any
 
+from prefscale.rewards import registry as reward_registry
+
 HELP = "score (prompt, response) rows with a reward, or measure a reward on AlpacaEval judge annotations"
 DESCRIPTION = """\
 Scoring: read JSON Lines rows with string fields `prompt` and `response` and write the same rows (every other
@@ -115,7 +117,6 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add the `score` sub-command to the `prefscale` parser."""
     from prefscale.config.labeling import DEFAULT_PACK  # lazy: CLI start-up
-    from prefscale.rewards.text_scores import SCORE_SOURCES  # lazy: CLI start-up
 
     p = subparsers.add_parser(
         "score", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,7 +125,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output", metavar="OUT.jsonl", help="the same rows with a float reward")
     p.add_argument(
         "--reward",
-        choices=SCORE_SOURCES,
+        choices=reward_registry.REWARD_SOURCES.names,
         default="label_model",
         help="reward source (default label_model: the LF pack + a label model fitted on the input)",
     )

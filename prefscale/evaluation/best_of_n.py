@@ -4,7 +4,7 @@ The held-out evaluation draws `S = evaluation.samples_per_prompt` samples per pr
 slot `s` with the base's sample `s`. Best-of-N draws `S·N` samples per prompt with the evaluation seed and gives
 slot `s` the samples `s, s + S, s + 2S, ...` (N of them), so each slot's pool holds the plain evaluation's
 sample `s` (same seed, same text with the transformers backend) plus N−1 more: best-of-N differs from the plain
-checkpoint only by the choice. The reward sources are those of `prefscale.rewards`:
+checkpoint only by the choice. The reward sources are those of `prefscale.rewards.registry`, for example:
 
 - `label_model`: the recipe's row labeling functions on the pool, a Snorkel label model fitted on them, P(high);
 - `reward_model`: the weak-supervision reward model (`prefscale.reward_model`);
@@ -21,12 +21,13 @@ from typing import Any
 import polars as pl
 
 from prefscale.generation.base import CANDIDATE_SCHEMA
-from prefscale.labeling.apply import apply_lfs
-from prefscale.labeling.label_model import fit_label_model
-from prefscale.rewards.reward_model import reward_model_scores
-from prefscale.rewards.sources import pairrm_source_scores
+from prefscale.rewards.base import ScoringContext, score_rows
 
 SELECTED_EXTRA = {"chosen_sample": pl.Int32, "reward": pl.Float64, "pool_size": pl.Int32}
+NEEDS = {  # best-of-N's words for a missing input
+    "lfs": "the recipe's labeling functions",
+    "group_by": "the pool's slot column (see pool_with_slots)",
+}
 
 
 def generator_name(iteration: int, n: int) -> str:
@@ -62,31 +63,25 @@ def score_pool(
     pairrm_model: str | None = None,
     device: str = "cpu",
 ) -> pl.DataFrame:
-    """(candidate_id, score) for every pool sample by `source` (higher is better)."""
-    if source == "label_model":
-        if not lfs:
-            raise ValueError("best-of-N source 'label_model' needs the recipe's labeling functions")
-        votes = apply_lfs(pool, lfs)
-        kwargs = {}
-        if label_model is not None:
-            kwargs = {k: getattr(label_model, k) for k in ("n_epochs", "lr", "l2", "prec_init")}
-        fit = fit_label_model(votes, [lf.name for lf in lfs], seed=seed, **kwargs)
-        return fit.labels.select("candidate_id", pl.col("p_high").cast(pl.Float64).alias("score"))
-    if source == "reward_model":
-        if reward_model_dir is None or compute is None:
-            raise ValueError("best-of-N source 'reward_model' needs a trained reward model folder")
-        return reward_model_scores(pool, reward_model_dir, compute)
-    if source == "pairrm":
-        if not pairrm_model:
-            raise ValueError("best-of-N source 'pairrm' needs a ranker (a folder, hub id or 'tiny')")
-        if "slot" not in pool.columns:
-            raise ValueError("best-of-N source 'pairrm' needs the pool's slot column (see pool_with_slots)")
-        # PairRM compares the samples of one "prompt" with each other: here, one slot's pool
-        keyed = pool.with_columns(pl.format("{}#{}", "prompt_id", "slot").alias("prompt_id"))
-        return pairrm_source_scores(keyed, pairrm_model, device=device, seed=seed).select(
-            "candidate_id", "score"
-        )
-    raise ValueError(f"unknown best-of-N source {source!r}; known: label_model, reward_model, pairrm")
+    """(candidate_id, score) for every pool sample by the registered `source` (higher is better).
+
+    `lfs` and `label_model` (settings) fit `label_model` on the pool itself; `reward_model_dir` and `compute`
+    serve `reward_model`; `pairrm_model` is PairRM's ranker, which compares the samples of one slot's pool.
+    """
+    ctx = ScoringContext(
+        lfs=tuple(lfs),
+        label_model=label_model,
+        reward_model_dir=reward_model_dir,
+        ranker=pairrm_model,
+        policy_source=None,  # the asset resolves the ranker (pairrm_model_ref): no default here
+        compute=compute,
+        device=device,
+        seed=seed,
+        group_by=("prompt_id", "slot"),
+        kind="best-of-N source",
+        needs=NEEDS,
+    )
+    return score_rows(source, pool, ctx).scores
 
 
 def select_best(pool: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:

@@ -1,5 +1,7 @@
 """The reward sources by name (the recipe's `reward.sources`, `evaluation.best_of_n_source`, `prefscale score
---reward`): one line each, `name: module:object`. Every caller scores through this one table."""
+--reward`): one line each, `name: module:object`, the object a `prefscale.rewards.base.RewardSourceImpl`.
+Every caller scores through this one table (`prefscale.rewards.base.score_rows`); this module imports nothing
+else from prefscale, because the recipe schema (config) takes its accepted names from it."""
 
 from __future__ import annotations
 

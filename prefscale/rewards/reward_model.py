@@ -17,6 +17,8 @@ of the chat-formatted (prompt, response), trained with binary cross-entropy agai
   those inputs and settings, and trains a new one otherwise. Training on a later iteration's labels would make
   iteration 1's rewards depend on a model trained downstream of them (a cycle), and retraining every iteration
   would chase the policy it is meant to judge.
+
+`REWARD_MODEL` is the `reward_model` reward source: a trained folder's predicted P(high) for any rows.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from prefscale.compute import Compute
+from prefscale.compute import Compute, resolve_compute
 from prefscale.config.rewards import RewardModelSettings
 from prefscale.policy.chat import chat_text
+from prefscale.rewards.base import ScoringContext, SourceScores
 from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
 
 REWARD_MODEL_ASSET = "reward_model"
@@ -267,6 +270,21 @@ def reward_model_scores(candidates: pl.DataFrame, folder: Path | str, compute: C
     """(candidate_id, score) for every candidate: the reward model's predicted P(high)."""
     scores = score_texts(folder, candidates["prompt"].to_list(), candidates["response"].to_list(), compute)
     return pl.DataFrame({"candidate_id": candidates["candidate_id"], "score": scores.astype(np.float64)})
+
+
+class RewardModelSource:
+    """The `reward_model` reward source: a trained reward model folder's predicted P(high) per row."""
+
+    name = "reward_model"
+
+    def score(self, rows: pl.DataFrame, ctx: ScoringContext) -> SourceScores:
+        if ctx.reward_model_dir is None:
+            raise ctx.missing(self.name, "a trained reward model folder", "reward_model_dir")
+        compute = ctx.compute if ctx.compute is not None else resolve_compute(ctx.device)
+        return SourceScores(reward_model_scores(rows, ctx.reward_model_dir, compute))
+
+
+REWARD_MODEL = RewardModelSource()
 
 
 # --- the versioned artifact: reuse unless the inputs change ---------------------------------------------------

@@ -1,4 +1,8 @@
-"""Rewards for plain (prompt, response) rows, with no pipeline around them (`prefscale score`, the LF pack's benchmarks)."""
+"""Rewards for plain (prompt, response) rows, with no pipeline around them (`prefscale score`, the LF pack's benchmarks).
+
+Rows get `candidate_id` = their position and `prompt_id` = one per distinct prompt text (PairRM compares the rows
+that share a prompt); the LF pack gives their task types, its LFs and label-model settings, and its tie-break.
+"""
 
 from __future__ import annotations
 
@@ -8,43 +12,47 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from prefscale.compute import resolve_compute
 from prefscale.config.labeling import LFPack, load_lf_pack
-from prefscale.labeling.apply import apply_lfs
-from prefscale.labeling.label_model import fit_label_model
-from prefscale.rewards.reward_model import score_texts
-from prefscale.rewards.sources import pairrm_source_scores
+from prefscale.rewards.base import ScoringContext, score_rows
+from prefscale.rewards.label_model import break_ties, fit_on_rows, tie_broken
 
-SCORE_SOURCES = ("label_model", "reward_model", "pairrm")
+__all__ = ["LabelModelScores", "break_ties", "label_model_scores", "score_pairs", "text_rows"]
+
+# the CLI's words for a missing input
+NEEDS = {
+    "reward_model_dir": "--model: a reward model folder",
+    "ranker": "--model: a PairRM hub id, ranker folder or 'tiny'",
+}
 
 
-# --- scoring ------------------------------------------------------------------------------------------------
-
-
-def break_ties(scores: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """`scores` with equal values ordered by `key` (higher key, higher score), without reordering distinct ones.
-
-    Within each group of equal scores a row moves up by `eps * (rank of its key in the group) / (group size)`,
-    with `eps` under half the smallest gap between distinct scores, so the order between groups is unchanged;
-    rows with equal keys stay tied.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    key = np.asarray(key, dtype=np.float64)
-    if len(scores) < 2:
-        return scores.copy()
-    distinct = np.unique(scores)
-    eps = 0.49 * (float(np.min(np.diff(distinct))) if len(distinct) > 1 else 1.0)
-    order = np.lexsort((key, scores))  # by score, then key
-    s, k = scores[order], key[order]
-    starts_group = np.r_[True, s[1:] != s[:-1]]
-    group = np.cumsum(starts_group) - 1
-    first = np.flatnonzero(starts_group)
-    size = np.diff(np.r_[first, len(s)])
-    seen = np.cumsum(starts_group | np.r_[True, k[1:] != k[:-1]])  # distinct (score, key) so far
-    rank = seen - seen[first[group]]  # dense rank of the key within its group, from 0
-    out = np.empty_like(scores)
-    out[order] = s + eps * rank / size[group]
-    return out
+def text_rows(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    task_types: Sequence[str] | None = None,
+    finish_reasons: Sequence[str | None] | None = None,
+) -> pl.DataFrame:
+    """The rows a reward source scores: candidate_id (the position), prompt, response, task_type, finish_reason,
+    and prompt_id (the dense rank of the prompt text)."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    n = len(prompts)
+    return pl.DataFrame(
+        {
+            "candidate_id": [str(i) for i in range(n)],
+            "prompt": list(prompts),
+            "response": list(responses),
+            "task_type": list(task_types) if task_types is not None else [None] * n,
+            "finish_reason": list(finish_reasons) if finish_reasons is not None else [None] * n,
+        },
+        schema={
+            "candidate_id": pl.String,
+            "prompt": pl.String,
+            "response": pl.String,
+            "task_type": pl.String,
+            "finish_reason": pl.String,
+        },
+    ).with_columns(pl.col("prompt").rank("dense").cast(pl.String).alias("prompt_id"))
 
 
 @dataclass(frozen=True)
@@ -64,64 +72,19 @@ def label_model_scores(
     finish_reasons: Sequence[str | None] | None = None,
     seed: int = 0,
 ) -> LabelModelScores:
-    """The pack's LFs on every row, and the label model fitted on those votes: P(high) per row."""
-
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    """The pack's LFs on every row, and the label model fitted on those votes: P(high) per row, with the votes
+    and the LF weights (`score_pairs` gives the rewards alone)."""
     task_types = pack.task_type_of(prompts)
-    rows = pl.DataFrame(
-        {
-            "candidate_id": [str(i) for i in range(len(prompts))],
-            "prompt": list(prompts),
-            "response": list(responses),
-            "task_type": task_types,
-            "finish_reason": list(finish_reasons) if finish_reasons is not None else [None] * len(prompts),
-        },
-        schema={
-            "candidate_id": pl.String,
-            "prompt": pl.String,
-            "response": pl.String,
-            "task_type": pl.String,
-            "finish_reason": pl.String,
-        },
-    )
-    votes = apply_lfs(rows, pack.functions)
-    names = [lf.name for lf in pack.functions]
-    lm = pack.label_model
-    res = fit_label_model(
-        votes, names, n_epochs=lm.n_epochs, lr=lm.lr, l2=lm.l2, prec_init=lm.prec_init, seed=seed
-    )
+    rows = text_rows(prompts, responses, task_types=task_types, finish_reasons=finish_reasons)
+    votes, res = fit_on_rows(rows, pack.functions, pack.label_model, seed)
     p_high = res.labels["p_high"].to_numpy().astype(np.float64)
-    rewards = p_high
-    if pack.tie_break == "length":
-        rewards = break_ties(p_high, np.array([len(r) for r in responses], dtype=np.float64))
     return LabelModelScores(
-        rewards=rewards,
+        rewards=tie_broken(p_high, list(responses), pack.tie_break),
         p_high=p_high,
         votes=votes,
         task_types=task_types,
         weights=res.weights,
     )
-
-
-def pairrm_scores_by_prompt(
-    prompts: Sequence[str], responses: Sequence[str], model: str, *, device: str = "cpu", seed: int = 0
-) -> np.ndarray:
-    """PairRM rank scores, comparing the rows that share a prompt; 0 for a prompt with one row."""
-
-    ids = [str(i) for i in range(len(prompts))]
-    frame = pl.DataFrame({"candidate_id": ids, "prompt": list(prompts), "response": list(responses)})
-    counts = frame.group_by("prompt").len()
-    frame = frame.join(counts, on="prompt").with_columns(
-        pl.col("prompt").rank("dense").cast(pl.String).alias("prompt_id")
-    )
-    out = np.zeros(len(prompts), dtype=np.float64)
-    multi = frame.filter(pl.col("len") > 1)
-    if multi.height:
-        scored = pairrm_source_scores(multi, model, device=device, seed=seed)
-        for cid, s in zip(scored["candidate_id"], scored["score"], strict=True):
-            out[int(cid)] = s
-    return out
 
 
 def score_pairs(
@@ -134,22 +97,27 @@ def score_pairs(
     finish_reasons: Sequence[str | None] | None = None,
     seed: int = 0,
 ) -> np.ndarray:
-    """A reward per (prompt, response) from `source` (see the module docstring); higher is better."""
-    if source == "label_model":
-        return label_model_scores(
-            prompts, responses, pack or load_lf_pack(), finish_reasons=finish_reasons, seed=seed
-        ).rewards
-    if source == "reward_model":
-        if not model:
-            raise ValueError("--reward reward_model needs --model: a reward model folder")
+    """A reward per (prompt, response) from the registered `source`, higher is better.
 
-        return score_texts(model, list(prompts), list(responses), resolve_compute("auto"))
-    if source == "pairrm":
-        return pairrm_scores_by_prompt(
-            prompts,
-            responses,
-            model or "llm-blender/PairRM",
-            device=resolve_compute("auto").device,
-            seed=seed,
-        )
-    raise ValueError(f"unknown reward source {source!r}; known: {', '.join(SCORE_SOURCES)}")
+    `pack` (default: the generic LF pack) serves `label_model`; `model` is the reward model folder of
+    `reward_model` and the ranker of `pairrm` (default `llm-blender/PairRM`). Models run on the GPU if there is one.
+    """
+    lf_pack = pack or load_lf_pack()
+    rows = text_rows(
+        prompts, responses, task_types=lf_pack.task_type_of(prompts), finish_reasons=finish_reasons
+    )
+    ctx = ScoringContext(
+        lfs=lf_pack.functions,
+        label_model=lf_pack.label_model,
+        tie_break=lf_pack.tie_break,
+        reward_model_dir=model or None,
+        ranker=model or None,
+        policy_source="pretrained",  # plain rows: the real PairRM unless `model` names another ranker
+        device="auto",
+        seed=seed,
+        needs=NEEDS,
+    )
+    scores = score_rows(source, rows, ctx).scores
+    out = np.empty(rows.height, dtype=np.float64)
+    out[scores["candidate_id"].cast(pl.Int64).to_numpy()] = scores["score"].to_numpy()
+    return out

@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from prefscale.artifacts import ITERATION_ASSETS
 from prefscale.config.recipe import deep_merge
 from prefscale.storage import ArtifactStore
 from tests.integration.conftest import SMALL
@@ -32,9 +33,11 @@ TINY = deep_merge(
         "reward": {"reward_model": {"epochs": 1, "batch_size": 8, "max_length": 96}},
     },
 )
-BEFORE_REWARDS = ["prompts", "candidates", "lf_votes", "quality_labels"]
-AFTER_REWARDS = ["reward_scores", "preference_pairs", "curated_sft"]
-TRAINING = ["dpo_checkpoint", "eval_results"]
+# the iteration's assets (prefscale.artifacts) cut at the rewards and at the training, curated_sft with the pairs
+_REWARDS, _TRAINING = ITERATION_ASSETS.index("reward_scores"), ITERATION_ASSETS.index("dpo_checkpoint")
+BEFORE_REWARDS = list(ITERATION_ASSETS[:_REWARDS])
+AFTER_REWARDS = [*ITERATION_ASSETS[_REWARDS:_TRAINING], "curated_sft"]
+TRAINING = list(ITERATION_ASSETS[_TRAINING:])
 SOURCES = {
     "label_model": {"source": "label_model"},
     "reward_model": {"source": "reward_model"},

@@ -95,5 +95,17 @@ test: $(STAMP) ui-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+.PHONY: snapshot
+
+# Rewrite tests/snapshots/definitions.json from `definitions.defs` (after an intended change to the Dagster graph).
+snapshot: $(STAMP)
+	PREFSCALE_RECIPE=embedded UPDATE_SNAPSHOTS=1 $(BIN)/python -m pytest tests/test_definitions.py -q -k test_definitions_snapshot
+
+.PHONY: recipe-reference
+
+# Rewrite README.md's recipe reference block from the recipe schema's field descriptions (prefscale/config/).
+recipe-reference: $(STAMP)
+	$(BIN)/prefscale recipe schema --markdown --update README.md
+
 clean:
 	rm -rf $(PREFSCALE_HOME) dbt/target dbt/logs

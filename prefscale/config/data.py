@@ -15,23 +15,51 @@ class DataConfig(_Strict):
     data file). The pool is de-duplicated, then split into a held-out set and one disjoint shard per iteration.
     """
 
-    source: Literal["embedded", "file", "hf_dataset"] = "embedded"
-    path: str | None = Field(default=None, description="prompts file with a 'prompt' column (source: file)")
+    source: Literal["embedded", "file", "hf_dataset"] = Field(
+        default="embedded",
+        description="where prompts come from: embedded (the generated Lumora demo domain), file (`path`) or "
+        "hf_dataset (`dataset`, loaded with datasets.load_dataset)",
+    )
+    path: str | None = Field(
+        default=None,
+        description="file only: a JSONL, JSON, CSV or Parquet file with a `prompt` column (optionally "
+        "`task_type`); relative to the working directory",
+    )
     dataset: str | None = Field(
         default=None,
-        description="hf_dataset: hub id, local dataset folder or data file (.jsonl/.json/.csv/.parquet)",
+        description="hf_dataset only: a hub id (e.g. HuggingFaceH4/ultrafeedback_binarized), a local dataset "
+        "folder or a data file (.jsonl/.json/.csv/.parquet); the `path` of datasets.load_dataset",
     )
     config_name: str | None = Field(
-        default=None, description="hf_dataset: the dataset's configuration (subset)"
+        default=None,
+        description="hf_dataset only: the dataset's configuration (subset), the `name` of load_dataset",
     )
-    split: str = Field(default="train", description="hf_dataset: split, e.g. train_prefs or train[:20000]")
+    split: str = Field(
+        default="train",
+        description="hf_dataset only: the split, with optional slicing, e.g. train_prefs or train[:20000]",
+    )
     column: str = Field(
-        default="prompt", description="hf_dataset: the prompt column (text, or a list of chat messages)"
+        default="prompt",
+        description="hf_dataset only: the prompt column: text, or a list of chat messages (the first user turn "
+        "is taken)",
     )
-    revision: str | None = Field(default=None, description="hf_dataset: hub revision (commit, tag, branch)")
-    pool_size: int = Field(default=560, ge=4, description="embedded: prompts generated before de-duplication")
-    prompts_per_iteration: int = Field(default=150, ge=1)
-    heldout_size: int = Field(default=60, ge=1)
+    revision: str | None = Field(
+        default=None, description="hf_dataset only: the hub revision to load (commit sha, tag or branch)"
+    )
+    pool_size: int = Field(
+        default=560, ge=4, description="embedded only: prompts generated before de-duplication"
+    )
+    prompts_per_iteration: int = Field(
+        default=150,
+        ge=1,
+        description="prompts in each iteration's disjoint shard (the prompts candidates are sampled for); the "
+        "pool must hold heldout_size + iterations x this distinct prompts",
+    )
+    heldout_size: int = Field(
+        default=60,
+        ge=1,
+        description="prompts held out of training for evaluation (eval_baseline, eval_results, best_of_n)",
+    )
 
     @model_validator(mode="after")
     def _path_given(self) -> DataConfig:

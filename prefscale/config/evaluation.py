@@ -22,17 +22,30 @@ class EvaluationConfig(_Strict):
     `instruction` + `output` rows (see `prefscale.eval_sets`).
     """
 
-    samples_per_prompt: int = Field(default=5, ge=1)
-    judge: Literal[PRIMARY_JUDGES] = "rubric"
+    samples_per_prompt: int = Field(
+        default=5,
+        ge=1,
+        description="samples drawn per held-out prompt from the base policy (eval_baseline) and from each "
+        "checkpoint (eval_results), with the generation section's sampling settings",
+    )
+    judge: Literal[PRIMARY_JUDGES] = Field(
+        default="rubric",
+        description="the primary judge: scores eval_results, leads the leaderboard, and comes first in `judges`",
+    )
     judges: tuple[JUDGES.literal(), ...] | None = Field(
-        default=None, description="judges of alpaca_eval_results; default [judge]"
+        default=None,
+        description="the judges alpaca_eval_results runs, `judge` first, each name once; null: just [judge]",
     )
     reference: str = Field(
-        default="heldout_base", description="heldout_base | alpaca_eval | <path to JSON/JSONL>"
+        default="heldout_base",
+        description="what each model is compared against: heldout_base (the base policy's held-out samples), "
+        "alpaca_eval (the 805 AlpacaEval instructions with GPT-4 Turbo's outputs, from the Hub) or a path to a "
+        "JSON/JSONL file of instruction + output rows",
     )
     annotator_config: str = Field(
         default="weighted_alpaca_eval_gpt4_turbo",
-        description="alpaca_eval annotator config (name or path) of the alpaca_eval_gpt4_turbo judge",
+        description="alpaca_eval_gpt4_turbo judge: the alpaca_eval annotator config (a name shipped with "
+        "alpaca_eval or a path); needs OPENAI_API_KEY",
     )
     pairrm_model: str = Field(
         default="tiny",
@@ -41,13 +54,15 @@ class EvaluationConfig(_Strict):
     )
     local_llm_model: str | None = Field(
         default=None,
-        description="local_llm judge: a from_pretrained folder or hub id; default the base policy",
+        description="local_llm judge: a from_pretrained folder or hub id; null: the run's base policy",
     )
-    judge_batch_size: int = Field(default=8, ge=1, description="batch size of the model-based judges")
+    judge_batch_size: int = Field(
+        default=8, ge=1, description="rows per forward pass of the model-based judges (pairrm, local_llm)"
+    )
     eval_set_size: int | None = Field(
         default=None,
         ge=1,
-        description="alpaca_eval / file references: evaluate only the first N instructions",
+        description="alpaca_eval and file references: evaluate only the first N instructions; null: all",
     )
     best_of_n: int | None = Field(
         default=None,
@@ -57,11 +72,14 @@ class EvaluationConfig(_Strict):
     )
     best_of_n_source: REWARD_SOURCES.literal() = Field(
         default="label_model",
-        description="label_model: the recipe's row LFs + a label model fitted on the N samples; reward_model: "
-        "the weak-supervision reward model; pairrm: llm-blender's PairRM (best_of_n_model)",
+        description="what ranks the N best-of-N samples: label_model (the recipe's row LFs + a label model "
+        "fitted on the N samples), reward_model (the weak-supervision reward model) or pairrm (llm-blender's "
+        "PairRM, model best_of_n_model)",
     )
     best_of_n_model: str | None = Field(
-        default=None, description="pairrm only: ranker folder, hub id or 'tiny' (default as reward.pairrm)"
+        default=None,
+        description="best_of_n_source pairrm only: a ranker folder, hub id or 'tiny'; null: as for the pairrm "
+        "reward source",
     )
 
     @model_validator(mode="after")

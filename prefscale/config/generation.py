@@ -18,15 +18,35 @@ class EndpointSettings(_Strict):
     doubled each retry); any other answer fails at once.
     """
 
-    base_url: str = Field(pattern=r"^https?://", description="e.g. http://127.0.0.1:8000/v1")
-    model: str = Field(min_length=1, description="the served model name; may contain {policy_iteration}")
-    api_key_env: str | None = Field(
-        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="env var with the API key"
+    base_url: str = Field(
+        pattern=r"^https?://",
+        description="the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1 (requests go to "
+        "{base_url}/chat/completions)",
     )
-    max_concurrency: int = Field(default=8, ge=1, le=256)
-    timeout_s: float = Field(default=60.0, gt=0, description="per request (connect + each read)")
-    max_retries: int = Field(default=3, ge=0, le=10)
-    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles each retry")
+    model: str = Field(
+        min_length=1,
+        description="the served model name sent in each request; may contain {policy_iteration} (0: the base "
+        "policy, k: dpo_checkpoint[k])",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the API key, sent as a Bearer token (never the "
+        "key itself); null: no Authorization header",
+    )
+    max_concurrency: int = Field(
+        default=8, ge=1, le=256, description="requests in flight at once (one thread each)"
+    )
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds per request: the connect and each read")
+    max_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="retries of a request after a 5xx, 408 or 429 answer, a connection error or a timeout",
+    )
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="seconds before the first retry; doubled before each further retry"
+    )
 
 
 class GenerationConfig(_Strict):
@@ -37,16 +57,42 @@ class GenerationConfig(_Strict):
     a response like the end token does (they are cut from the text).
     """
 
-    backend: BACKENDS.literal() = "transformers"
-    num_candidates: int = Field(default=5, description="N responses per prompt (>= 2: a pair needs two)")
-    max_new_tokens: int = Field(default=128, ge=1)
-    temperature: float = Field(default=1.0, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    batch_size: int = Field(
-        default=64, ge=1, description="transformers: the first batch size (halved on OOM)"
+    backend: BACKENDS.literal() = Field(
+        default="transformers",
+        description="what samples: transformers (batched in-process generate), vllm (vLLM's offline engine on "
+        "a GPU; pip install prefscale[vllm]) or endpoint (an OpenAI-compatible server, see `endpoint`)",
     )
-    stop: tuple[str, ...] = Field(default=(), description="stop strings (besides the end token)")
-    endpoint: EndpointSettings | None = Field(default=None, description="backend: endpoint only")
+    num_candidates: int = Field(
+        default=5, description="candidate responses sampled per training prompt (>= 2: a pair needs two)"
+    )
+    max_new_tokens: int = Field(
+        default=128,
+        ge=1,
+        description="tokens generated at most per response; a response cut here is `unfinished` "
+        "(finish_reason length)",
+    )
+    temperature: float = Field(
+        default=1.0, gt=0, description="sampling temperature (> 0; 1: the model's distribution)"
+    )
+    top_p: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="nucleus sampling: sample from the smallest token set whose probability reaches top_p "
+        "(1: off)",
+    )
+    batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="transformers only: (prompt, sample) jobs per generate call at first (halved on OOM)",
+    )
+    stop: tuple[str, ...] = Field(
+        default=(),
+        description="stop strings that end a response like the end token does (cut from the text)",
+    )
+    endpoint: EndpointSettings | None = Field(
+        default=None, description="backend endpoint only (and required there): the server to sample from"
+    )
 
     @model_validator(mode="after")
     def _n(self) -> GenerationConfig:

@@ -17,10 +17,24 @@ from prefscale.labeling.votes import validate_lfs
 
 
 class LabelModelConfig(_Strict):
-    n_epochs: int = Field(default=200, ge=1)
-    lr: float = Field(default=0.01, gt=0)
-    l2: float = Field(default=1.0, ge=0, description="pulls LF accuracies toward prec_init")
-    prec_init: float = Field(default=0.8, gt=0.5, lt=1)
+    """Snorkel's `LabelModel` (cardinality 2) that turns the LF votes into P(high): its `fit` arguments."""
+
+    n_epochs: int = Field(
+        default=200, ge=1, description="training epochs of the label model (Snorkel `fit(n_epochs=...)`)"
+    )
+    lr: float = Field(default=0.01, gt=0, description="label model learning rate (Snorkel `fit(lr=...)`)")
+    l2: float = Field(
+        default=1.0,
+        ge=0,
+        description="L2 regularization that pulls the LF accuracies toward prec_init (Snorkel `fit(l2=...)`)",
+    )
+    prec_init: float = Field(
+        default=0.8,
+        gt=0.5,
+        lt=1,
+        description="the accuracy each LF is assumed to have before fitting, in (0.5, 1) (Snorkel "
+        "`fit(prec_init=...)`)",
+    )
     use_gold: Literal["report", "class_balance"] = Field(
         default="report",
         description="SME gold (asset sme_annotations): report: only score the label model and majority vote "
@@ -39,17 +53,34 @@ class LabelingConfig(_Strict):
 
     pack: str | None = Field(
         default=None,
-        description="an LF pack (recipes/lf_packs/<name>.yaml, or a path): its functions come first, its task-type "
+        description="an LF pack (`recipes/lf_packs/<name>.yaml`, or a path): its functions come first, its task-type "
         "rules become `task_types`, and its label model settings apply unless `label_model` is given",
     )
-    functions: tuple[LabelingFunction, ...] = ()
-    model_functions: tuple[ModelLabelingFunction, ...] = ()
-    task_classifier: TaskClassifier | None = None
+    functions: tuple[LabelingFunction, ...] = Field(
+        default=(),
+        description="the SMEs' labeling functions, each with a `kind` (regex, list_format, ordered, word_ratio, "
+        "length, unfinished, python; model-backed kinds listed here are moved to model_functions); names unique",
+    )
+    model_functions: tuple[ModelLabelingFunction, ...] = Field(
+        default=(),
+        description="model-backed labeling functions (kind llm_prompt, perplexity or similarity), run batched "
+        "after `functions`",
+    )
+    task_classifier: TaskClassifier | None = Field(
+        default=None,
+        description="keyword LFs over the prompt that tag each candidate's task type before labeling; null: "
+        "none",
+    )
     task_types: tuple[TaskTypeRule, ...] = Field(
         default=(),
-        description="prompt rules (first match wins) that tag prompts without a task type when the pool is built",
+        description="prompt rules (first match wins) that tag prompts without a task type when the pool is "
+        "built; default: the pack's rules",
     )
-    label_model: LabelModelConfig = LabelModelConfig()
+    label_model: LabelModelConfig = Field(
+        default=LabelModelConfig(),
+        description="the Snorkel label model fitted on the votes; default: the pack's settings, else the "
+        "defaults below",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -102,14 +133,26 @@ class LFPack(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    task_types: tuple[TaskTypeRule, ...] = ()
-    functions: tuple[LabelingFunction, ...] = Field(min_length=1)
-    label_model: LabelModelConfig = LabelModelConfig()
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the pack's name (letters, digits, _ . -)")
+    description: str = Field(default="", description="what the pack's functions look for (free text)")
+    task_types: tuple[TaskTypeRule, ...] = Field(
+        default=(),
+        description="prompt rules that assign task types (first match wins); they become the recipe's "
+        "labeling.task_types",
+    )
+    functions: tuple[LabelingFunction, ...] = Field(
+        min_length=1,
+        description="the pack's row labeling functions (at least one); their task_types must name the pack's "
+        "task types or `general`",
+    )
+    label_model: LabelModelConfig = Field(
+        default=LabelModelConfig(),
+        description="label model settings used when the recipe gives no labeling.label_model",
+    )
     tie_break: Literal["length", "none"] = Field(
         default="length",
-        description="order rows with the same P(high) by response length in characters (longer first)",
+        description="length: order rows with the same P(high) by response length in characters (longer "
+        "first); none: leave ties",
     )
 
     @model_validator(mode="after")

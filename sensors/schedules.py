@@ -7,6 +7,9 @@ only wraps it with the instance, the recipe named by PREFSCALE_RECIPE and the it
   from the latest checkpoint (`policy_for_iteration`) and samples its own, still unused prompt shard.
 - When every partition 1..K has a checkpoint, the recipe's prompt pool is used up: the tick is skipped and
   says how to add prompts and iterations.
+- The run materializes what one iteration of `make run` does (`alignment_iteration_job`: the recipe's
+  `iteration_assets`, i.e. `prefscale.artifacts.ITERATION_ASSETS`, best_of_n when enabled, alpaca_eval_results),
+  then the warehouse (`group:warehouse`), so the leaderboard is current when the run ends.
 - A run of `alignment_iteration_job` that is queued or in progress skips the tick, so weeks never overlap.
 - The bootstrap assets (`base_policy`, `eval_prompts`, `eval_baseline`) must exist first. A Dagster schedule
   can only launch its own job (the scheduler ignores a RunRequest's `job_name`), so when one is missing the

@@ -40,23 +40,15 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import ITERATIONS
+from prefscale.artifacts import ITERATION_ASSETS
 from prefscale.config.base import RecipeError
 from prefscale.config.recipe import Recipe, load_recipe, resolve_recipe_path
 from prefscale.storage import file_sha256
 from sensors.jobs import alignment_iteration_job, bootstrap_job
 from sensors.schedules import active_runs, describe_runs
 
-RELABEL_ASSETS = [
-    dg.AssetKey(name)
-    for name in (
-        "lf_votes",
-        "quality_labels",
-        "reward_scores",
-        "preference_pairs",
-        "dpo_checkpoint",
-        "eval_results",
-    )
-]
+# lf_votes → … → eval_results: the iteration's assets from the labeling on, in order
+RELABEL_ASSETS = [dg.AssetKey(name) for name in ITERATION_ASSETS[ITERATION_ASSETS.index("lf_votes") :]]
 LF_VOTES = dg.AssetKey("lf_votes")
 PROMPTS = dg.AssetKey("prompts")
 EVAL_PROMPTS = dg.AssetKey("eval_prompts")

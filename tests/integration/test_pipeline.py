@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
+from prefscale.artifacts import ITERATION_ASSETS
 from prefscale.evaluation.rubric import PREFERENCES
 from prefscale.storage import ArtifactStore
 
@@ -18,16 +19,7 @@ def test_every_asset_and_partition_materialized(pipeline):
     inst = pipeline.instance
     for key in ("base_policy", "eval_prompts", "eval_baseline", "eval_leaderboard", "eval_adherence"):
         assert inst.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
-    for key in (
-        "prompts",
-        "candidates",
-        "lf_votes",
-        "quality_labels",
-        "reward_scores",
-        "preference_pairs",
-        "dpo_checkpoint",
-        "eval_results",
-    ):
+    for key in ITERATION_ASSETS:
         parts = inst.get_materialized_partitions(dg.AssetKey(key))
         assert parts == {"1", "2", "3"}, (key, parts)
 

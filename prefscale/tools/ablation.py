@@ -21,22 +21,18 @@ import polars as pl
 
 from prefscale.compute import Compute
 from prefscale.config.recipe import Recipe
-from prefscale.data import domain
 from prefscale.data.prompts import build_pool, split_pool
-from prefscale.evaluation.heldout import evaluate
+from prefscale.evaluation.heldout import EVAL_SEED, evaluate
 from prefscale.generation.sampling import sample_policy
 from prefscale.labeling.apply import apply_all_lfs
 from prefscale.labeling.context import LFContext
 from prefscale.labeling.label_model import fit_label_model
 from prefscale.pairs.selection import PAIR_STRATEGIES, select_pairs
-from prefscale.policy.io import load_policy, save_policy
-from prefscale.policy.tiny import pretrain_tiny_llama
+from prefscale.policy.build import build_base_policy
 from prefscale.rewards.ensemble import combine_rewards
 from prefscale.rewards.reward_model import train_reward_model
 from prefscale.rewards.sources import source_scores
 from prefscale.training.dpo import train_dpo
-
-EVAL_SEED = 424242  # the held-out sampling seed of `assets.evaluation` (the same for every model)
 
 ABLATION_SCHEMA = {
     "strategy": pl.String,
@@ -57,18 +53,6 @@ ABLATION_SCHEMA = {
 class AblationResult:
     leaderboard: pl.DataFrame  # ABLATION_SCHEMA: one row per strategy and iteration (0 = the base)
     seconds: float
-
-
-def _base_policy(recipe: Recipe, out: Path, compute: Compute) -> Path:
-    if recipe.policy.source == "embedded":
-        cfg = recipe.policy.embedded
-        pool = domain.make_prompt_pool(cfg.corpus_prompts, recipe.seed + 1001)
-        corpus = domain.make_corpus(pool, cfg.responses_per_prompt, recipe.seed + 1002)
-        pretrain_tiny_llama(corpus, cfg, out, compute, recipe.seed)
-    else:
-        model, tok = load_policy(recipe.policy.model or "", compute, revision=recipe.policy.revision)
-        save_policy(model, tok, out)
-    return out
 
 
 def _sample(policy: Path, prompts: pl.DataFrame, n: int, recipe: Recipe, compute: Compute, seed: int):
@@ -142,7 +126,8 @@ def run_pair_ablation(
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
         log("base policy")
-        base = _base_policy(recipe, work_dir / "base", compute)
+        base = work_dir / "base"
+        build_base_policy(recipe.policy, recipe.seed, base, compute)  # as the base_policy asset does
         splits = split_pool(
             build_pool(recipe.data, recipe.seed, recipe.labeling.task_types),
             recipe.data,

@@ -56,3 +56,19 @@ def test_missing_gguf_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="gguf file not found"):
         convert_gguf(tmp_path / "nope.gguf", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_build_base_policy_makes_the_assets_folder(smollm2_policy, tmp_path, cpu):
+    """The pair ablation builds its base with `build_base_policy`, as the asset does: the same converted weights
+    and record for a `gguf` recipe (it used to send a gguf policy to `from_pretrained("")`)."""
+    from prefscale.config.recipe import load_recipe
+    from prefscale.policy.build import POLICY_FILE, build_base_policy, plan_base_policy
+
+    recipe = load_recipe("smollm2")
+    plan = plan_base_policy(recipe.policy, recipe.seed)
+    assert plan.source == "gguf" and plan.params["gguf_sha256"] == smollm2_policy.facts["gguf_sha256"]
+    report = build_base_policy(recipe.policy, recipe.seed, tmp_path / "base", cpu, plan)
+    assert report.facts["model_type"] == "llama"
+    assert json.loads((tmp_path / "base" / POLICY_FILE).read_text()) == smollm2_policy.facts
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert file_sha256(tmp_path / "base" / name) == file_sha256(smollm2_policy.folder / name)

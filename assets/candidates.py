@@ -8,6 +8,7 @@ import dagster as dg
 from assets.partitions import ITERATIONS, iteration_of
 from assets.policy import BASE_POLICY
 from assets.prompts import PROMPTS
+from prefscale.artifacts import NO_EMPTY_RESPONSES
 from prefscale.report import markdown_table
 from prefscale.storage import policy_for_iteration
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -47,7 +48,7 @@ def backend_params(g) -> dict[str, object]:
     description="N responses per prompt sampled from the base policy for iteration 1, else from the previous "
     "iteration's dpo_checkpoint, by the recipe's generation backend (transformers, vllm or an endpoint); "
     "tokens, finish reason and latency per response.",
-    check_specs=[dg.AssetCheckSpec("no_empty_responses", asset=CANDIDATES, blocking=True)],
+    check_specs=[dg.AssetCheckSpec(NO_EMPTY_RESPONSES, asset=CANDIDATES, blocking=True)],
 )
 def candidates(
     context: dg.AssetExecutionContext,
@@ -114,7 +115,7 @@ def candidates(
         data_version=dg.DataVersion(ref.version),
         check_results=[
             dg.AssetCheckResult(
-                check_name="no_empty_responses",
+                check_name=NO_EMPTY_RESPONSES,
                 passed=n_empty == 0,
                 # A weak policy sometimes ends at once (an empty sample ranks last: data, a warning). Most samples
                 # empty means a broken model or backend: that blocks the run before labeling.

@@ -6,13 +6,13 @@ from assets.checkpoints import DPO_CHECKPOINT
 from assets.partitions import ITERATIONS, iteration_of
 from assets.policy import BASE_POLICY
 from assets.prompts import EVAL_PROMPTS
+from prefscale.evaluation.heldout import EVAL_SEED
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, ArtifactRef
 from resources import ComputeResource, RecipeResource, StorageResource
 
 EVAL_BASELINE = dg.AssetKey("eval_baseline")
 EVAL_RESULTS = dg.AssetKey("eval_results")
-EVAL_SEED = 424242  # the same sampling seed for every model: differences come from the weights
 
 
 def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResource, compute: ComputeResource):

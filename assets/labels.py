@@ -9,38 +9,16 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.annotations import SME_ANNOTATIONS
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
-from prefscale.labeling.analysis import lf_analysis, lf_catalog
+from prefscale.labeling.analysis import catalog_entries, lf_analysis, lf_catalog
+from prefscale.labeling.gold import iteration_gold
 from prefscale.labeling.votes import LabelingFunctionError
 from prefscale.report import markdown_table
-from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
 from resources import ComputeResource, RecipeResource, StorageResource
 
 LF_VOTES = dg.AssetKey("lf_votes")
 QUALITY_LABELS = dg.AssetKey("quality_labels")
-
-
-def iteration_gold(
-    store: ArtifactStore, iteration: int
-) -> tuple[pl.DataFrame | None, ArtifactRef | None, int]:
-    """The SME gold of one iteration (candidate_id, label) that still matches its current candidates, the
-    `sme_annotations` version it came from, and how many gold rows are stale (the candidates were re-sampled
-    since they were annotated)."""
-    try:
-        ref = store.current(SME_ANNOTATIONS.path[-1], UNPARTITIONED)
-    except MissingArtifactError:
-        return None, None, 0
-    gold = pl.read_parquet(ref.file()).filter(pl.col("iteration") == str(iteration))
-    if gold.height == 0:
-        return None, ref, 0
-    try:
-        current = store.current(CANDIDATES.path[-1], str(iteration)).version
-    except MissingArtifactError:
-        return None, ref, gold.height
-    fresh = gold.filter(pl.col("candidates_version") == current)
-    return (fresh.select("candidate_id", "label") if fresh.height else None), ref, gold.height - fresh.height
 
 
 def _fmt(df: pl.DataFrame) -> pl.DataFrame:
@@ -177,11 +155,7 @@ def quality_labels(
         y_dev=y_dev,
     )
 
-    class _Named:  # lf_analysis wants objects with name, version and kind: the catalog's rows
-        def __init__(self, row: dict) -> None:
-            self.name, self.version, self.kind = row["lf_name"], row["version"], row["kind"]
-
-    analysis = lf_analysis(votes, [_Named(row) for row in catalog.iter_rows(named=True)], gold, res.weights)
+    analysis = lf_analysis(votes, catalog_entries(catalog), gold, res.weights)
     analysis = analysis.with_columns(pl.lit(i, pl.Int32).alias("iteration")).select(
         "iteration", pl.all().exclude("iteration")
     )
@@ -200,15 +174,11 @@ def quality_labels(
     }
     inputs = [votes_ref, *([gold_ref] if gold is not None and gold_ref else [])]
     ref = store.write_tables(QUALITY_LABELS.path[-1], str(i), tables, inputs=inputs, params=params)
-    agree = res.labels.filter(pl.col("majority_vote") >= 0)
-    agreement = (
-        float((agree["label"] == agree["majority_vote"]).mean() or 0.0) if agree.height else float("nan")
-    )
     meta: dict[str, object] = {
         "dagster/row_count": res.labels.height,
         "share_high": round(res.class_balance[1], 4),
         "mean_p_high": round(float(res.labels["p_high"].mean() or 0.0), 4),
-        "agreement_with_majority_vote": round(agreement, 4),
+        "agreement_with_majority_vote": round(res.agreement_with_majority_vote(), 4),
         "lf_accuracies": dg.MetadataValue.md(
             markdown_table(
                 _fmt(analysis.select("lf_name", "lf_version", "estimated_accuracy", "empirical_accuracy"))

@@ -6,6 +6,7 @@ import polars as pl
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
+from prefscale.artifacts import CHOSEN_DIFFERS_FROM_REJECTED, MARGINS_POSITIVE, PAIRS_REFERENCE_CANDIDATES
 from prefscale.pairs.checks import non_positive_margins, unknown_candidate_refs
 from prefscale.pairs.selection import DROP_REASONS, select_pairs
 from prefscale.report import markdown_table
@@ -33,13 +34,13 @@ def _quantiles(col: pl.Series) -> list[float]:
     "or tied candidates are dropped (reasons in metadata).",
     check_specs=[
         dg.AssetCheckSpec(
-            "chosen_differs_from_rejected",
+            CHOSEN_DIFFERS_FROM_REJECTED,
             asset=PREFERENCE_PAIRS,
             blocking=True,
             description="No pair uses the same candidate as chosen and rejected.",
         ),
         dg.AssetCheckSpec(
-            "margins_positive",
+            MARGINS_POSITIVE,
             asset=PREFERENCE_PAIRS,
             blocking=True,
             description="Every pair's chosen candidate ranks above its rejected one: margin > 0 on the "
@@ -47,7 +48,7 @@ def _quantiles(col: pl.Series) -> list[float]:
             "not NaN. The raw reward margin can be negative when the rejected response was cut off.",
         ),
         dg.AssetCheckSpec(
-            "pairs_reference_candidates",
+            PAIRS_REFERENCE_CANDIDATES,
             asset=PREFERENCE_PAIRS,
             blocking=True,
             description="Every chosen_id / rejected_id is a candidate of the same iteration and prompt, with "
@@ -149,10 +150,10 @@ def preference_pairs(
         data_version=dg.DataVersion(ref.version),
         check_results=[
             dg.AssetCheckResult(
-                check_name="chosen_differs_from_rejected", passed=same == 0, metadata={"same": same}
+                check_name=CHOSEN_DIFFERS_FROM_REJECTED, passed=same == 0, metadata={"same": same}
             ),
             dg.AssetCheckResult(
-                check_name="margins_positive",
+                check_name=MARGINS_POSITIVE,
                 passed=bad_margins.height == 0,
                 metadata={
                     "non_positive": bad_margins.height,
@@ -166,7 +167,7 @@ def preference_pairs(
                 },
             ),
             dg.AssetCheckResult(
-                check_name="pairs_reference_candidates",
+                check_name=PAIRS_REFERENCE_CANDIDATES,
                 passed=bad_refs.height == 0,
                 metadata={
                     "bad_references": bad_refs.height,

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import ITERATIONS, iteration_of
+from prefscale.artifacts import DISJOINT_FROM_HELDOUT
 from prefscale.data.prompts import build_pool, split_pool
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, file_sha256
@@ -44,7 +45,7 @@ def _summary(df) -> dict[str, object]:
     code_version="1",
     partitions_def=ITERATIONS,
     description="This iteration's prompt shard: de-duplicated, disjoint from other shards and the held-out split.",
-    check_specs=[dg.AssetCheckSpec("disjoint_from_heldout", asset=PROMPTS, blocking=True)],
+    check_specs=[dg.AssetCheckSpec(DISJOINT_FROM_HELDOUT, asset=PROMPTS, blocking=True)],
 )
 def prompts(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
@@ -60,7 +61,7 @@ def prompts(
         data_version=dg.DataVersion(ref.version),
         check_results=[
             dg.AssetCheckResult(
-                check_name="disjoint_from_heldout", passed=overlap == 0, metadata={"overlap": overlap}
+                check_name=DISJOINT_FROM_HELDOUT, passed=overlap == 0, metadata={"overlap": overlap}
             )
         ],
     )

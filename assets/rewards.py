@@ -19,6 +19,7 @@ from assets.candidates import CANDIDATES
 from assets.labels import QUALITY_LABELS
 from assets.partitions import ITERATIONS, iteration_of
 from assets.reward_model import REWARD_MODEL
+from prefscale.artifacts import REWARDS_FINITE
 from prefscale.config.recipe import load_recipe
 from prefscale.report import markdown_table
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -57,7 +58,7 @@ def _matrix_md(rewards: pl.DataFrame) -> str:
     deps=_deps(),
     description="Reward per candidate from the recipe's sources (label model, reward model, PairRM; a weighted "
     "ensemble of several), each source's score, and the rank within the prompt (1 = best).",
-    check_specs=[dg.AssetCheckSpec("rewards_finite", asset=REWARD_SCORES, blocking=True)],
+    check_specs=[dg.AssetCheckSpec(REWARDS_FINITE, asset=REWARD_SCORES, blocking=True)],
 )
 def reward_scores(
     context: dg.AssetExecutionContext,
@@ -176,8 +177,6 @@ def reward_scores(
         metadata=meta,
         data_version=dg.DataVersion(ref.version),
         check_results=[
-            dg.AssetCheckResult(
-                check_name="rewards_finite", passed=n_bad == 0, metadata={"non_finite": n_bad}
-            )
+            dg.AssetCheckResult(check_name=REWARDS_FINITE, passed=n_bad == 0, metadata={"non_finite": n_bad})
         ],
     )

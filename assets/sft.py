@@ -12,6 +12,7 @@ import polars as pl
 from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
+from prefscale.artifacts import MESSAGES_WELL_FORMED
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
 
@@ -27,7 +28,7 @@ CURATED_SFT = dg.AssetKey("curated_sft")
     deps=[CANDIDATES, REWARD_SCORES],
     description="Reward-curated SFT data: the top `sft.top_quantile` of the iteration's finished, distinct "
     "candidates by reward, as chat `messages` ([user, assistant]) with their reward.",
-    check_specs=[dg.AssetCheckSpec("messages_well_formed", asset=CURATED_SFT, blocking=True)],
+    check_specs=[dg.AssetCheckSpec(MESSAGES_WELL_FORMED, asset=CURATED_SFT, blocking=True)],
 )
 def curated_sft(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
@@ -86,6 +87,6 @@ def curated_sft(
         },
         data_version=dg.DataVersion(ref.version),
         check_results=[
-            dg.AssetCheckResult(check_name="messages_well_formed", passed=bad == 0, metadata={"bad": bad})
+            dg.AssetCheckResult(check_name=MESSAGES_WELL_FORMED, passed=bad == 0, metadata={"bad": bad})
         ],
     )

@@ -107,6 +107,8 @@ def default_resources(home: str | None = None, recipe: str | None = None, overri
         ),
         "compute": ComputeResource(device=os.environ.get("PREFSCALE_DEVICE", "auto")),
         "mlflow": MLflowResource(),
+        # launches `prefscale train-dpo` for dpo_checkpoint (Dagster Pipes: logs, step metrics, metadata)
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),

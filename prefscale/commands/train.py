@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,9 @@ from typing import Any
 from prefscale.config.base import RecipeError
 from prefscale.config.recipe import load_recipe
 from prefscale.config.training import DPOSettings
+from prefscale.training.launch import launcher, train_dpo_args
+
+__all__ = ["launcher", "register", "train_dpo_args", "work_dir_lock"]
 
 EXIT_BAD_INPUT = 2
 
@@ -70,73 +72,6 @@ def _step_callback(pipes: Any) -> Any:
             )
 
     return PipesStepReporter()
-
-
-def launcher(
-    num_processes: int = 1, accelerate_config: str | None = None, main_process_port: int | None = None
-) -> list[str]:
-    """The command prefix that runs `prefscale.cli`: this interpreter, or `accelerate launch` for several ranks.
-
-    Without a config file, several processes run as DDP through torchrun (`--multi_gpu`): NCCL on GPUs, gloo
-    on CPU. With one (DeepSpeed ZeRO, FSDP: see deploy/accelerate/), the file decides.
-    """
-    if num_processes == 1 and not accelerate_config:
-        return [sys.executable, "-m", "prefscale.cli"]
-    exe = Path(sys.executable).with_name("accelerate")
-    cmd = [str(exe), "launch"] if exe.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config:
-        cmd += ["--config_file", accelerate_config]
-    else:
-        cmd += ["--multi_gpu", "--num_machines", "1", "--dynamo_backend", "no"]
-    cmd += ["--num_processes", str(num_processes)]
-    cmd += ["--main_process_port", str(main_process_port or free_port())]
-    return [*cmd, "-m", "prefscale.cli"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def train_dpo_args(
-    *,
-    policy: Path,
-    pairs: Path,
-    out: Path,
-    work_dir: Path,
-    settings: DPOSettings,
-    seed: int,
-    device: str,
-    reference: Path | None = None,
-    threads: int | None = None,
-    report: Path | None = None,
-) -> list[str]:
-    """The `train-dpo ...` arguments (after the launcher) for one run."""
-    args = [
-        "train-dpo",
-        "--policy",
-        str(policy),
-        "--pairs",
-        str(pairs),
-        "--out",
-        str(out),
-        "--work-dir",
-        str(work_dir),
-        "--settings-json",
-        settings.model_dump_json(),
-        "--seed",
-        str(seed),
-        "--device",
-        device,
-    ]
-    if reference is not None:
-        args += ["--reference", str(reference)]
-    if threads:
-        args += ["--threads", str(threads)]
-    if report is not None:
-        args += ["--report", str(report)]
-    return args
 
 
 def _settings(args: argparse.Namespace) -> tuple[DPOSettings, int]:

@@ -6,6 +6,8 @@ import polars as pl
 
 from prefscale.evaluation import rubric
 
+EVAL_SEED = 424242  # the held-out sampling seed, the same for every model: differences come from the weights
+
 LEADERBOARD_SCHEMA = {
     "iteration": pl.Int32,
     "model": pl.String,

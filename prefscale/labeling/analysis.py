@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -24,6 +25,20 @@ def lf_catalog(lfs: Sequence[Any]) -> pl.DataFrame:
             "description": [lf.description for lf in lfs],
         }
     )
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """An LF as a version's `functions` table recorded it (what `lf_analysis` needs of an LF)."""
+
+    name: str
+    version: str
+    kind: str
+
+
+def catalog_entries(catalog: pl.DataFrame) -> list[CatalogEntry]:
+    """The LFs of an `lf_catalog` table, as they were when the label matrix was made."""
+    return [CatalogEntry(r["lf_name"], r["version"], r["kind"]) for r in catalog.iter_rows(named=True)]
 
 
 def lf_summary(votes: pl.DataFrame, lf_names: Sequence[str]) -> pl.DataFrame:

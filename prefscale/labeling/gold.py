@@ -27,9 +27,10 @@ from typing import Any
 
 import polars as pl
 
+from prefscale.artifacts import CANDIDATES, SME_ANNOTATIONS
 from prefscale.jsonl import parse_object_line
 from prefscale.labeling.votes import HIGH, LOW
-from prefscale.storage import file_sha256
+from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError, file_sha256
 
 ANNOTATIONS_DIR = "annotations"
 SUFFIXES = (".jsonl", ".csv")
@@ -356,3 +357,24 @@ def changed_iterations(old: pl.DataFrame | None, new: pl.DataFrame) -> list[str]
 
     a, b = by_iteration(old), by_iteration(new)
     return sorted((k for k in set(a) | set(b) if a.get(k) != b.get(k)), key=lambda k: (len(k), k))
+
+
+def iteration_gold(
+    store: ArtifactStore, iteration: int
+) -> tuple[pl.DataFrame | None, ArtifactRef | None, int]:
+    """The SME gold of one iteration (candidate_id, label) that still matches its current candidates, the
+    `sme_annotations` version it came from, and how many gold rows are stale (the candidates were re-sampled
+    since they were annotated)."""
+    try:
+        ref = store.current(SME_ANNOTATIONS, UNPARTITIONED)
+    except MissingArtifactError:
+        return None, None, 0
+    gold = pl.read_parquet(ref.file()).filter(pl.col("iteration") == str(iteration))
+    if gold.height == 0:
+        return None, ref, 0
+    try:
+        current = store.current(CANDIDATES, str(iteration)).version
+    except MissingArtifactError:
+        return None, ref, gold.height
+    fresh = gold.filter(pl.col("candidates_version") == current)
+    return (fresh.select("candidate_id", "label") if fresh.height else None), ref, gold.height - fresh.height

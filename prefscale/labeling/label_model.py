@@ -18,6 +18,13 @@ class LabelModelResult:
     weights: dict[str, float]  # estimated accuracy per LF
     class_balance: list[float]
 
+    def agreement_with_majority_vote(self) -> float:
+        """The share of rows with a majority vote whose label equals it (NaN when no row has one)."""
+        agree = self.labels.filter(pl.col("majority_vote") >= 0)
+        if not agree.height:
+            return float("nan")
+        return float((agree["label"] == agree["majority_vote"]).mean() or 0.0)
+
 
 def majority_vote(matrix: np.ndarray) -> np.ndarray:
     """Majority label per row: HIGH, LOW, or ABSTAIN when tied or unlabelled."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Literal
 
 import numpy as np
@@ -10,9 +9,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prefscale.labeling.pattern_kinds import _check_regex
-from prefscale.labeling.votes import (
-    ABSTAIN,
-)
+from prefscale.labeling.votes import ABSTAIN, definition_version
 
 # --- the task-type classifier -------------------------------------------------------------------------------
 
@@ -25,14 +22,37 @@ class TaskClassifier(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["task_classifier"] = "task_classifier"
-    name: str = Field(default="task_classifier", pattern=r"^[a-z][a-z0-9_]*$")
-    description: str = "Tags the prompt's task type from keywords (weak supervision over the prompt)."
-    keywords: dict[str, tuple[str, ...]] = Field(description="task type -> regex patterns over the prompt")
-    method: Literal["majority", "label_model"] = "majority"
-    fill: Literal["missing", "always"] = "missing"
-    missing_values: tuple[str, ...] = ("general",)
-    default: str | None = None
+    kind: Literal["task_classifier"] = Field(
+        default="task_classifier", description="always task_classifier (it tags, it does not vote)"
+    )
+    name: str = Field(
+        default="task_classifier", pattern=r"^[a-z][a-z0-9_]*$", description="identifier, snake_case"
+    )
+    description: str = Field(
+        default="Tags the prompt's task type from keywords (weak supervision over the prompt).",
+        description="what the classifier does (shown in the UI and catalog)",
+    )
+    keywords: dict[str, tuple[str, ...]] = Field(
+        description="task type -> case-insensitive regex patterns over the prompt, one keyword LF per pattern; "
+        "at least two task types"
+    )
+    method: Literal["majority", "label_model"] = Field(
+        default="majority",
+        description="how the keyword votes combine: majority (a unique plurality wins) or label_model "
+        "(Snorkel's multi-class LabelModel, with 3+ patterns)",
+    )
+    fill: Literal["missing", "always"] = Field(
+        default="missing",
+        description="missing: tag only prompts without a task type (null, empty or in missing_values); always: "
+        "re-tag every prompt",
+    )
+    missing_values: tuple[str, ...] = Field(
+        default=("general",), description="task-type values that count as missing (besides null and empty)"
+    )
+    default: str | None = Field(
+        default=None,
+        description="task type for a prompt no keyword decides; null: it keeps the value it had",
+    )
 
     @field_validator("keywords")
     @classmethod
@@ -48,10 +68,7 @@ class TaskClassifier(BaseModel):
 
     @property
     def version(self) -> str:
-        import hashlib
-
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return definition_version(self)
 
     @property
     def vote_label(self) -> str:

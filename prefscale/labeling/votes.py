@@ -27,21 +27,34 @@ class LabelingFunctionError(ValueError):
         self.lf_name, self.row, self.candidate_id = lf_name, row, candidate_id
 
 
+def definition_version(declaration: BaseModel) -> str:
+    """A declaration's version: the first 12 hex digits of the sha256 of its definition (canonical JSON)."""
+    blob = json.dumps(declaration.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 class _LFCommon(BaseModel):
     """What every labeling function has: a name, a description (shown in the UI), an optional task-type scope,
     and a version that is the hash of its definition."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="unique identifier, snake_case")
-    description: str = ""
-    task_types: tuple[str, ...] | None = Field(default=None, description="only vote on these task types")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="unique identifier, snake_case: the label matrix column and the name in the LF catalog",
+    )
+    description: str = Field(
+        default="", description="what the function checks, in the SMEs' words (shown in the UI and catalog)"
+    )
+    task_types: tuple[str, ...] | None = Field(
+        default=None,
+        description="only vote on rows of these task types (abstain elsewhere); null: every row",
+    )
 
     @property
     def version(self) -> str:
         """Hash of the definition: changes whenever the function's behaviour can."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return definition_version(self)
 
     @property
     def vote_label(self) -> str:

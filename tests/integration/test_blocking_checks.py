@@ -130,11 +130,11 @@ def test_bad_pairs_fail_their_check_and_block_dpo(home, monkeypatch, check, brea
 
 
 def test_corrupt_checkpoint_fails_checkpoint_loads_and_blocks_evaluation(home, monkeypatch):
-    import prefscale.commands.train
+    import prefscale.training.launch
 
     # the real `prefscale train-dpo`, followed by truncating the weights it saved (corrupting_trainer.py)
     monkeypatch.setattr(
-        prefscale.commands.train, "launcher", lambda *a, **k: [sys.executable, str(CORRUPTING_TRAINER)]
+        prefscale.training.launch, "launcher", lambda *a, **k: [sys.executable, str(CORRUPTING_TRAINER)]
     )
     result = _run(home, ["dpo_checkpoint", "eval_results"])
     evaluation = _check(result, "checkpoint_loads")

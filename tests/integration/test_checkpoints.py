@@ -144,6 +144,7 @@ def test_killed_training_resumes_when_the_asset_is_materialized_again(pipeline, 
         "recipe": RecipeResource(name="embedded", overrides_json=json.dumps(deep_merge(SMALL, {"dpo": dpo}))),
         "compute": pipeline.resources["compute"],
         "mlflow": pipeline.resources["mlflow"],
+        "pipes_subprocess_client": pipeline.resources["pipes_subprocess_client"],
     }
     store = ArtifactStore(home)
     before = store.versions("dpo_checkpoint", "1")

@@ -418,8 +418,9 @@ def test_make_judges_caches_official_annotations_under_the_home(monkeypatch, tmp
 
 
 def test_heldout_comparisons_and_the_best_of_n_hook(tmp_path):
-    """The asset's comparisons: base vs itself, the checkpoint, and best-of-N once an asset provides it."""
-    from assets.alpaca_eval import BEST_OF_N_ASSET, _heldout_comparisons
+    """alpaca_eval_results' comparisons: base vs itself, the checkpoint, and best-of-N once an asset provides it."""
+    from prefscale.artifacts import BEST_OF_N as BEST_OF_N_ASSET
+    from prefscale.evaluation.comparisons import heldout_comparisons
     from prefscale.storage import ArtifactStore
 
     store = ArtifactStore(tmp_path)
@@ -444,7 +445,8 @@ def test_heldout_comparisons_and_the_best_of_n_hook(tmp_path):
     store.write_tables("eval_baseline", "all", {"samples": samples("base"), "results": results("base@v0")})
     store.write_tables("eval_results", "2", {"samples": samples("ckpt"), "results": results("dpo[2]@v2")})
     store.write_frame("eval_prompts", "all", pl.DataFrame({"prompt_id": ["a", "b"]}))
-    comparisons, inputs, generator, _ = _heldout_comparisons(store, 2)
+    compared = heldout_comparisons(store, 2)
+    comparisons, inputs, generator = compared.comparisons, compared.inputs, compared.reference_generator
     assert generator == "base@v0"
     assert [(c.variant, c.iteration, c.model) for c in comparisons] == [
         ("base", 0, "base@v0"),
@@ -455,12 +457,14 @@ def test_heldout_comparisons_and_the_best_of_n_hook(tmp_path):
     assert [r.asset for r in inputs] == ["eval_results", "eval_baseline", "eval_prompts"]
     ckpt = store.write_frame("dpo_checkpoint", "2", pl.DataFrame({"w": [1]}))
     bon = store.write_tables(BEST_OF_N_ASSET, "2", {"samples": samples("bon")}, inputs=[ckpt])
-    comparisons, inputs, _, _ = _heldout_comparisons(store, 2)
+    compared = heldout_comparisons(store, 2)
+    comparisons, inputs = compared.comparisons, compared.inputs
     assert comparisons[-1].variant == "best_of_n" and comparisons[-1].iteration == 2
     assert comparisons[-1].model == f"{BEST_OF_N_ASSET}[2]@{bon.version}"
     assert comparisons[-1].pairs["output_2"].to_list() == [f"bon {k}" for k in range(4)]
     assert inputs[-1] == bon
     # a newer checkpoint makes that best-of-N stale: it is no longer judged
     store.write_frame("dpo_checkpoint", "2", pl.DataFrame({"w": [2]}))
-    comparisons, inputs, _, _ = _heldout_comparisons(store, 2)
+    compared = heldout_comparisons(store, 2)
+    comparisons, inputs = compared.comparisons, compared.inputs
     assert [c.variant for c in comparisons] == ["base", "checkpoint"] and bon not in inputs

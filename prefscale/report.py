@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import polars as pl
 
 
@@ -27,3 +30,13 @@ def text_table(df: pl.DataFrame, digits: int = 3) -> str:
     widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(df.columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
     return "\n".join([line(df.columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def print_bench_result(result: Any, as_json: bool) -> int:
+    """Print a benchmark's result (`to_dict()` as one JSON line, or its `summary_lines()`); the exit code: 0 when
+    its own check passed (`result.ok`), else 1."""
+    if as_json:
+        print(json.dumps(result.to_dict()), flush=True)
+    else:
+        print("\n".join(result.summary_lines()), flush=True)
+    return 0 if result.ok else 1

@@ -10,67 +10,16 @@ from __future__ import annotations
 import base64
 import io
 import json
-import tempfile
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 
-from prefscale.lineage.mlflow_runs import ensure_experiment
+from prefscale.lineage.mlflow_runs import mlflow_client
 
 RUN_PREFIX = "alpaca_eval-"
 KIND_TAG = "prefscale.kind"
 KIND = "alpaca_eval"
-
-
-def _client(tracking_uri: str) -> Any:
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def log_eval_run(
-    tracking_uri: str,
-    experiment: str,
-    artifact_root: Path,
-    *,
-    run_name: str,
-    params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-    tags: Mapping[str, str],
-    files: Mapping[str, bytes] | None = None,
-) -> str:
-    """Log a finished evaluation run (params, metrics, tags, files as artifacts); return its run id."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    client = _client(tracking_uri)
-    exp_id = ensure_experiment(tracking_uri, experiment, artifact_root)
-    all_tags = {KIND_TAG: KIND, **tags}
-    run = client.create_run(exp_id, run_name=run_name, tags=dict(all_tags))
-    run_id = run.info.run_id
-    try:
-        client.log_batch(
-            run_id,
-            metrics=[Metric(_key(k), float(v), 0, 0) for k, v in metrics.items() if v is not None],
-            params=[Param(_key(k), str(v)[:6000]) for k, v in params.items()],
-            tags=[RunTag(k, str(v)) for k, v in all_tags.items()],
-        )
-        if files:
-            with tempfile.TemporaryDirectory(prefix="prefscale-eval-run-") as tmp:
-                for name, data in files.items():
-                    path = Path(tmp) / name
-                    path.write_bytes(data)
-                    client.log_artifact(run_id, str(path))
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    return run_id
 
 
 def _key(k: str) -> str:
@@ -79,7 +28,7 @@ def _key(k: str) -> str:
 
 def eval_runs(tracking_uri: str, experiment: str) -> list[Any]:
     """The active `alpaca_eval-*` runs of the experiment (newest first)."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ def tracking_uri_for(home: Path) -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
-def _client(tracking_uri: str) -> Any:
+def mlflow_client(tracking_uri: str) -> Any:
+    """An MlflowClient for `tracking_uri`, telemetry off."""
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
@@ -26,12 +28,28 @@ def _client(tracking_uri: str) -> Any:
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
     """Experiment id, creating it with an explicit artifact location under `artifact_root`."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
     artifact_root.mkdir(parents=True, exist_ok=True)
     return str(client.create_experiment(name, artifact_location=artifact_root.as_uri()))
+
+
+@contextlib.contextmanager
+def open_run(
+    tracking_uri: str, experiment: str, artifact_root: Path, run_name: str, tags: Mapping[str, str]
+) -> Iterator[tuple[Any, str]]:
+    """(client, run id) of a new run in `experiment`; the run ends FINISHED, or FAILED when the body raises."""
+    client = mlflow_client(tracking_uri)
+    exp_id = ensure_experiment(tracking_uri, experiment, artifact_root)
+    run_id = client.create_run(exp_id, run_name=run_name, tags=dict(tags)).info.run_id
+    try:
+        yield client, run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
 
 
 def log_training_run(
@@ -53,11 +71,7 @@ def log_training_run(
     """
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(tracking_uri)
-    exp_id = ensure_experiment(tracking_uri, experiment, artifact_root)
-    run = client.create_run(exp_id, run_name=run_name, tags=dict(tags))
-    run_id = run.info.run_id
-    try:
+    with open_run(tracking_uri, experiment, artifact_root, run_name, tags) as (client, run_id):
         metrics: list[Metric] = []
         for i, row in enumerate(history):
             step = int(row.get("step", i + 1))
@@ -76,10 +90,6 @@ def log_training_run(
             client.log_text(run_id, json.dumps(obj, indent=2, default=str), name)
         if datasets:
             log_dataset_inputs(tracking_uri, run_id, datasets)
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
     return run_id
 
 
@@ -89,13 +99,13 @@ def _metric_key(k: str) -> str:
 
 def run_url(tracking_uri: str, run_id: str, experiment_id: str | None = None) -> str:
     """Where to find the run: the MLflow UI route (served by `make mlflow-ui`)."""
-    exp = experiment_id or _client(tracking_uri).get_run(run_id).info.experiment_id
+    exp = experiment_id or mlflow_client(tracking_uri).get_run(run_id).info.experiment_id
     return f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}"
 
 
 def find_training_runs(tracking_uri: str, experiment: str, checkpoint_sha256: str) -> list[dict[str, Any]]:
     """MLflow runs that produced the checkpoint with this digest (tag `checkpoint.sha256`)."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
@@ -161,7 +171,7 @@ def log_dataset_inputs(
         DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(k, str(v)) for k, v in tags.items()])
         for ds, tags in datasets
     ]
-    _client(tracking_uri).log_inputs(run_id, datasets=inputs)
+    mlflow_client(tracking_uri).log_inputs(run_id, datasets=inputs)
 
 
 def registered_model_name(recipe: str) -> str:
@@ -183,7 +193,7 @@ def register_checkpoint(
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         client.get_registered_model(name)
     except MlflowException:
@@ -205,7 +215,7 @@ def register_checkpoint(
 
 def find_model_versions(tracking_uri: str, name: str, checkpoint_sha256: str | None = None) -> list[Any]:
     """Registered versions of `name` (optionally only those of one checkpoint digest), newest first."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     versions = client.search_model_versions(f"name = '{name}'")
     if checkpoint_sha256:
         versions = [v for v in versions if v.tags.get("checkpoint.sha256") == checkpoint_sha256]
@@ -253,7 +263,7 @@ def registered_checkpoint(tracking_uri: str, what: str) -> RegisteredCheckpoint:
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         if not db.is_file():  # MLflow would create an empty store: say what is missing instead
             raise LookupError(f"{what}: no MLflow tracking store at {db}")
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     try:
         if alias:
             mv = client.get_model_version_by_alias(name, alias)
@@ -279,7 +289,7 @@ def registered_checkpoint(tracking_uri: str, what: str) -> RegisteredCheckpoint:
 
 def model_versions_of_checkpoint(tracking_uri: str, checkpoint_sha256: str) -> list[RegisteredCheckpoint]:
     """Every registered model version (any registered model) whose tag `checkpoint.sha256` is this digest."""
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     found = client.search_model_versions(f"tags.`checkpoint.sha256` = '{checkpoint_sha256}'")
     return sorted(
         (

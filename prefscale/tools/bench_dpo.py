@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import platform
@@ -43,6 +42,7 @@ from typing import Any
 
 from prefscale.compute import resolve_compute
 from prefscale.config.training import DPOSettings
+from prefscale.report import print_bench_result
 from prefscale.training.dpo import build_dpo_config
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -433,11 +433,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.to_dict()), flush=True)
-    else:
-        print("\n".join(result.summary_lines()), flush=True)
-    return 0 if result.ok else 1
+    return print_bench_result(result, args.json)
 
 
 def _bench_from_args(args: argparse.Namespace) -> DPOBenchResult:

@@ -10,16 +10,49 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from prefscale.lineage.mlflow_runs import mlflow_client
+from prefscale.lineage.mlflow_runs import mlflow_client, open_run
 
 RUN_PREFIX = "alpaca_eval-"
 KIND_TAG = "prefscale.kind"
 KIND = "alpaca_eval"
+
+
+def log_eval_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: Path,
+    *,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    files: Mapping[str, bytes] | None = None,
+) -> str:
+    """Log a finished evaluation run (params, metrics, tags, files as artifacts); return its run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    all_tags = {KIND_TAG: KIND, **tags}
+    with open_run(tracking_uri, experiment, artifact_root, run_name, all_tags) as (client, run_id):
+        client.log_batch(
+            run_id,
+            metrics=[Metric(_key(k), float(v), 0, 0) for k, v in metrics.items() if v is not None],
+            params=[Param(_key(k), str(v)[:6000]) for k, v in params.items()],
+            tags=[RunTag(k, str(v)) for k, v in all_tags.items()],
+        )
+        if files:
+            with tempfile.TemporaryDirectory(prefix="prefscale-eval-run-") as tmp:
+                for name, data in files.items():
+                    path = Path(tmp) / name
+                    path.write_bytes(data)
+                    client.log_artifact(run_id, str(path))
+    return run_id
 
 
 def _key(k: str) -> str:

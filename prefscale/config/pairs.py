@@ -14,8 +14,9 @@ class PairsConfig(_Strict):
     strategy: PAIR_STRATEGIES.literal() = Field(
         default="best_vs_worst",
         description="how the pair is picked from a prompt's ranked candidates: best_vs_worst (Snorkel, SPPO), "
-        "min_margin, best_vs_random (RLHFlow max_random), random_pair (RLHFlow random) or length_penalized "
-        "(RLHFlow max_min_p)",
+        "min_margin, best_vs_random (RLHFlow max_random), random_pair (RLHFlow random), length_penalized "
+        "(RLHFlow max_min_p) or best_vs_worst_finished (the rejected reply a finished one whenever two finished "
+        "ones differ by min_margin, so a pair contrasts content rather than being cut off)",
     )
     min_margin: float = Field(
         default=1e-6,

@@ -12,5 +12,6 @@ PAIR_STRATEGIES: Registry = Registry(
         "best_vs_random": "prefscale.pairs.strategies:best_vs_random",
         "min_margin": "prefscale.pairs.strategies:min_margin",
         "length_penalized": "prefscale.pairs.strategies:length_penalized",
+        "best_vs_worst_finished": "prefscale.pairs.finished:best_vs_worst_finished",
     },
 )

@@ -282,3 +282,24 @@ def test_recipe_rejects_unknown_strategy_and_keys():
         load_recipe("embedded", {"pairs": {"strategy": "random"}})
     with pytest.raises(RecipeError, match=r"pairs\.seed: unknown key"):
         load_recipe("embedded", {"pairs": {"seed": 3}})
+
+
+def test_best_vs_worst_finished_contrasts_finished_replies():
+    """The rejected reply is the worst *finished* one when two finished ones differ; a prompt with one finished
+    reply (or finished ones tied) falls back to best vs worst, which pairs it with a cut-off reply."""
+    cands, rewards = frame(
+        [
+            ("p1", 0, "cut", 0.9, "length"),  # unfinished: ranked last by unfinished_is_worst
+            ("p1", 1, "good", 0.8, "stop"),
+            ("p1", 2, "meh", 0.3, "stop"),
+            ("p2", 0, "cut a", 0.4, "length"),
+            ("p2", 1, "only finished", 0.6, "stop"),
+            ("p3", 0, "x", 0.5, "stop"),
+            ("p3", 1, "y", 0.5, "stop"),
+            ("p3", 2, "cut b", 0.2, "length"),
+        ]
+    )
+    sel = select_pairs(cands, rewards, strategy="best_vs_worst_finished")
+    assert chosen_rejected(sel) == {"p1": ("p1-1", "p1-2"), "p2": ("p2-1", "p2-0"), "p3": ("p3-0", "p3-2")}
+    plain = select_pairs(cands, rewards, strategy="best_vs_worst")
+    assert chosen_rejected(plain)["p1"] == ("p1-1", "p1-0")

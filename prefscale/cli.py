@@ -339,7 +339,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         have = {r[0] for r in con.sql("select column_name from (describe eval_leaderboard)").fetchall()}
         extra = [
             f"round({c}, 3) as {c}" if c != "reference" else c
-            for c in ("lc_win_rate", "standard_error", "reference")
+            for c in ("finished_adherence", "lc_win_rate", "standard_error", "reference")
             if c in have
         ]
         # the generator (base, dpo-iter<i>, dpo-iter<i>+bo<N>) where the warehouse has it: best-of-N rows sit

@@ -19,6 +19,7 @@ LEADERBOARD_SCHEMA = {
     "n_total": pl.Int32,
     "avg_length": pl.Float64,
     "mean_adherence": pl.Float64,
+    "finished_adherence": pl.Float64,
     "mean_rubric_score": pl.Float64,
     "unfinished_rate": pl.Float64,
     **{f"adherence_{p}": pl.Float64 for p in rubric.PREFERENCES},
@@ -56,6 +57,8 @@ def evaluate(
         raise ValueError("evaluation samples and baseline samples cover different (prompt_id, sample_idx)")
     wr, wins, losses, draws = rubric.win_rate(_triples(samples), _triples(baseline))
     rates = adherence(samples)
+    finished = samples.filter(pl.col("finish_reason") == "stop")
+    done = adherence(finished) if finished.height else {}
     scores = [rubric.score(r, t, f) for r, t, f in _triples(samples)]
     row = pl.DataFrame(
         {
@@ -69,6 +72,8 @@ def evaluate(
             "n_total": [wins + losses + draws],
             "avg_length": [float(samples["response"].str.len_chars().mean() or 0.0)],
             "mean_adherence": [sum(rates.values()) / len(rates)],
+            # adherence of the samples that ended on their own: a gain here is not "stopped getting cut off"
+            "finished_adherence": [sum(done.values()) / len(done) if done else None],
             "mean_rubric_score": [sum(scores) / max(1, len(scores))],
             "unfinished_rate": [float((samples["finish_reason"] == "length").mean() or 0.0)],
             **{f"adherence_{p}": [rate] for p, rate in rates.items()},

@@ -2,7 +2,7 @@
 -- that satisfy it.
 with wide as (
     select * exclude (judge, win_rate, n_wins, n_losses, n_draws, n_total, avg_length, mean_adherence,
-                      mean_rubric_score, unfinished_rate)
+                      finished_adherence, mean_rubric_score, unfinished_rate)
     from {{ ref('stg_eval_runs') }}
 ),
 

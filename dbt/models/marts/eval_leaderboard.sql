@@ -34,6 +34,7 @@ with rubric as (
         n_total,
         avg_length,
         mean_adherence,
+        finished_adherence,
         mean_rubric_score,
         unfinished_rate
     from {{ ref('stg_eval_runs') }}
@@ -106,6 +107,7 @@ board as (
         r.n_total,
         r.avg_length,
         r.mean_adherence,
+        r.finished_adherence,
         r.mean_rubric_score,
         r.unfinished_rate
     from rubric r
@@ -137,6 +139,7 @@ board as (
         a.n_total,
         a.avg_length,
         cast(null as double) as mean_adherence,
+        cast(null as double) as finished_adherence,
         cast(null as double) as mean_rubric_score,
         a.unfinished_rate
     from alpaca a

@@ -55,6 +55,13 @@ class DPOSettings(_Strict):
         description="controls the deviation from the reference policy: higher beta, less deviation; for ipo the "
         "regularization parameter tau (TRL `beta`)",
     )
+    sft_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="weight of an NLL term on the chosen responses added to the DPO loss (RPO, Pang et al. 2024: "
+        'TRL `loss_type=[loss_type, "sft"]`, `loss_weights=[1, sft_weight]`); 0: plain DPO. It pulls a weak '
+        "policy toward its best samples instead of only away from its worst",
+    )
     label_smoothing: float = Field(
         default=0.0,
         ge=0,

@@ -169,7 +169,8 @@ def build_dpo_config(settings: DPOSettings, work_dir: Path, compute: Compute, se
     saving = settings.save_steps is not None
     return DPOConfig(
         output_dir=str(work_dir),
-        loss_type=[settings.loss_type],
+        loss_type=[settings.loss_type, *(["sft"] if settings.sft_weight else [])],
+        loss_weights=[1.0, settings.sft_weight] if settings.sft_weight else None,
         beta=settings.beta,
         label_smoothing=settings.label_smoothing,
         learning_rate=settings.learning_rate,

@@ -7,9 +7,10 @@ goes to stderr. The exit code is 1 when a benchmark's own check fails (e.g. the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from prefscale.report import print_bench_result
 
 
 def _positive_int(value: str) -> int:
@@ -24,11 +25,7 @@ def _progress(message: str) -> None:
 
 
 def _report(result: Any, as_json: bool) -> int:
-    if as_json:
-        print(json.dumps(result.to_dict()), flush=True)
-    else:
-        print("\n".join(result.summary_lines()), flush=True)
-    return 0 if result.ok else 1
+    return print_bench_result(result, as_json)
 
 
 def _run_lf(args: argparse.Namespace) -> int:
@@ -117,11 +114,102 @@ def _add_generate(benches: Any) -> None:
     p.set_defaults(func=_run_generate)
 
 
+def _run_dtype(args: argparse.Namespace) -> int:
+    from prefscale.tools.bench_dtype import bench_dtype  # lazy: CLI start-up
+
+    try:
+        result = bench_dtype(
+            args.shape,
+            batch=args.batch,
+            seq_len=args.seq_len,
+            steps=args.steps,
+            prompts=args.prompts,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            progress=_progress,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _report(result, args.json)
+
+
+def _add_dtype(benches: Any) -> None:
+    p = benches.add_parser(
+        "dtype",
+        help="bf16 vs fp32 on this CPU: a training step and batched generation on a SmolLM2-135M-shaped model",
+    )
+    p.add_argument(
+        "--shape",
+        choices=["smollm2-135m", "tiny"],
+        default="smollm2-135m",
+        help="model shape (default smollm2-135m; tiny: the embedded policy's)",
+    )
+    p.add_argument("--batch", type=_positive_int, default=8, help="training sequences per step (default 8)")
+    p.add_argument(
+        "--seq-len", type=_positive_int, default=320, help="training tokens per sequence (default 320)"
+    )
+    p.add_argument("--steps", type=_positive_int, default=3, help="timed training steps (default 3)")
+    p.add_argument("--prompts", type=_positive_int, default=64, help="generation batch (default 64)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="new tokens (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=_run_dtype)
+
+
+def _run_candidates(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from prefscale.config.base import RecipeError  # lazy: CLI start-up
+    from prefscale.tools.bench_candidates import bench_candidates  # lazy: CLI start-up
+
+    work = (
+        Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir()) / "prefscale-bench-candidates"
+    )
+    try:
+        result = bench_candidates(
+            args.recipe,
+            work_dir=work,
+            prompts=args.prompts,
+            samples=args.samples,
+            seed=args.seed,
+            progress=_progress,
+        )
+    except (RecipeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _report(result, args.json)
+
+
+def _add_candidates(benches: Any) -> None:
+    p = benches.add_parser(
+        "candidates",
+        help="the candidates step on a real policy: the backend's decoding loop vs model.generate (tokens/s, "
+        "same texts, fraction of the matmul peak)",
+    )
+    p.add_argument(
+        "--recipe", default="smollm2-lumora", help="recipe with a real policy (default smollm2-lumora)"
+    )
+    p.add_argument("--prompts", type=_positive_int, default=16, help="prompts (default 16)")
+    p.add_argument(
+        "--samples", type=_positive_int, help="samples per prompt (default: the recipe's candidates)"
+    )
+    p.add_argument(
+        "--work-dir", help="where the converted policy is kept between runs (default: the temp dir)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=_run_candidates)
+
+
 def register(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="micro-benchmarks (timings and ratios of core steps)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     _add_lf(benches)
     _add_generate(benches)
+    _add_dtype(benches)
+    _add_candidates(benches)
     from prefscale.tools.bench_dpo import add_parser as add_dpo  # lazy: CLI start-up
 
     add_dpo(benches)

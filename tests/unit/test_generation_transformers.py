@@ -18,6 +18,7 @@ from prefscale.generation.base import (
 )
 from prefscale.generation.registry import make_backend
 from prefscale.generation.transformers_backend import TransformersBackend, generate_transformers
+from prefscale.policy.chat import chat_text
 from prefscale.policy.io import load_policy
 
 
@@ -104,20 +105,25 @@ def test_stop_strings_end_and_are_cut(loaded, prompts):
 
 
 class OOMAbove:
-    """Wraps a model; `generate` raises CUDA's out-of-memory error for batches larger than `limit`."""
+    """Wraps a model; its forward raises CUDA's out-of-memory error when a batch of more than `limit` rows decodes
+    (`sizes`: the rows of each batch's first decoding step)."""
 
     def __init__(self, model, limit: int) -> None:
-        self.model, self.limit, self.sizes = model, limit, []
+        self.model, self.limit, self.sizes, self._first = model, limit, [], False
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
-    def generate(self, **kw):
-        size = kw["input_ids"].shape[0]
-        self.sizes.append(size)
-        if size > self.limit:
-            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {size} GiB (injected)")
-        return self.model.generate(**kw)
+    def __call__(self, **kw):
+        rows, length = kw["input_ids"].shape
+        if length > 1:  # a prefill: the next call is the batch's first decoding step
+            self._first = True
+        elif self._first:
+            self._first = False
+            self.sizes.append(rows)
+            if rows > self.limit:
+                raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {rows} GiB (injected)")
+        return self.model(**kw)
 
 
 def test_oom_halves_the_batch_and_gives_the_same_samples(loaded, prompts):
@@ -144,7 +150,7 @@ def test_other_errors_are_not_retried(loaded, prompts):
     model, tok = loaded
 
     class Broken(OOMAbove):
-        def generate(self, **kw):
+        def __call__(self, **kw):
             self.sizes.append(1)
             raise RuntimeError("shape mismatch")
 
@@ -178,3 +184,53 @@ def test_duplicate_prompt_ids_rejected(loaded, prompts):
     model, tok = loaded
     with pytest.raises(ValueError, match="duplicate prompt_id"):
         generate_transformers(model, tok, pl.concat([prompts.head(1), prompts.head(1)]), 1, SAMPLING)
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_nucleus_over_the_top_tokens_draws_what_the_full_sort_draws(monkeypatch, top_p):
+    """Top-p over the most likely tokens (no sort of the whole vocabulary) picks the full sort's token; a row
+    whose top tokens hold less than `top_p` of the mass falls back to the full sort."""
+    import prefscale.generation.transformers_backend as tb
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 49152, generator=g) * 4  # peaked enough that the top 1024 hold the nucleus
+    uniforms = torch.rand(64, 1, generator=g)
+    fast = tb.draw_tokens(scores, uniforms, 0.8, top_p)
+    monkeypatch.setattr(tb, "_nucleus", lambda probs, u, p: None)  # the full sort
+    assert torch.equal(fast, tb.draw_tokens(scores, uniforms, 0.8, top_p))
+    monkeypatch.undo()
+    monkeypatch.setattr(tb, "NUCLEUS_CANDIDATES", 2)  # two tokens never hold 0.99 of a flat distribution
+    assert tb._nucleus(torch.full((1, 8), 1 / 8), uniforms[:1], 0.99) is None
+
+
+def test_the_decode_loop_samples_what_model_generate_samples(loaded, prompts):
+    """Shared prefill and finished rows leaving the batch change the cost, not the samples: every row's tokens
+    equal those of `model.generate` with the same per-row draws."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    import prefscale.generation.transformers_backend as tb
+
+    model, tok = loaded
+    texts = [chat_text(tok, p) for p in prompts["prompt"].head(3) for _ in range(3)]  # 3 candidates each
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    seeds = list(range(9))
+    sampling = Sampling(max_new_tokens=24, temperature=1.0, top_p=0.9)
+    ours, times, _, _ = tb.generate_ids(
+        model, enc, seeds, sampling, eos=tok.eos_token_id, pad=tok.pad_token_id
+    )
+    uniforms = tb._uniforms(seeds, 24)
+    prompt_len = enc["input_ids"].shape[1]
+
+    def one_hot(input_ids, scores):
+        step = input_ids.shape[1] - prompt_len
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, tb.draw_tokens(scores, uniforms[:, step : step + 1], 1.0, 0.9)[:, None], 0.0)
+
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=24, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    theirs = model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([one_hot]))
+    theirs = theirs[:, prompt_len:]
+    assert len(times) == ours.shape[1] <= 24
+    assert ours.tolist() == theirs[:, : ours.shape[1]].tolist()
+    assert (theirs[:, ours.shape[1] :] == tok.pad_token_id).all()

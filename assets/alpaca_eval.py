@@ -25,6 +25,7 @@ from assets.partitions import ITERATIONS, iteration_of
 from assets.policy import BASE_POLICY
 from assets.prompts import EVAL_PROMPTS
 from prefscale.evaluation.heldout import EVAL_SEED
+from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED
 from resources import ComputeResource, MLflowResource, RecipeResource, StorageResource
@@ -84,7 +85,7 @@ def alpaca_eval_results(
     cfg = r.evaluation
     store = storage.store
     base_policy = store.current(BASE_POLICY.path[-1], UNPARTITIONED)
-    dev = compute.resolve() if {"pairrm", "local_llm"} & set(cfg.all_judges) else None
+    dev = compute.resolve(r.policy.dtype) if {"pairrm", "local_llm"} & set(cfg.all_judges) else None
     # made first: a judge that cannot run (e.g. no OPENAI_API_KEY) fails the step before any work
     judges = make_judges(
         cfg.all_judges,
@@ -100,7 +101,8 @@ def alpaca_eval_results(
         compared = heldout_comparisons(store, i)
         reference = HELDOUT_BASE
     else:
-        compared = eval_set_comparisons(store, i, cfg, r.generation, compute.resolve())
+        dev = compute.resolve(r.policy.dtype)
+        compared = eval_set_comparisons(store, i, cfg, r.generation, dev, r.policy.system_prompt)
         reference = "alpaca_eval" if cfg.reference == "alpaca_eval" else "file"
     inputs = compared.inputs
     if "local_llm" in cfg.all_judges and cfg.local_llm_model is None and base_policy not in inputs:
@@ -126,6 +128,7 @@ def alpaca_eval_results(
         "label_model": r.labeling.label_model.model_dump(mode="json"),
         "lfs": {lf.name: lf.version for lf in r.labeling.functions},
         **compared.extra,
+        **system_params(r.policy.system_prompt),
     }
     tables = {"metrics": metrics, **{f"annotations_{label}": df for label, df in annotations.items()}}
     ref = store.write_tables(ALPACA_EVAL_RESULTS.path[-1], str(i), tables, inputs=inputs, params=params)

@@ -20,6 +20,7 @@ from assets.partitions import ITERATIONS, iteration_of
 from assets.prompts import EVAL_PROMPTS
 from assets.reward_model import REWARD_MODEL
 from prefscale.config.recipe import load_recipe
+from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, MissingArtifactError
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -85,9 +86,9 @@ def best_of_n(
     prompts = store.read_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED)
     baseline = store.read_frame(EVAL_BASELINE.path[-1], UNPARTITIONED, "samples")
     inputs = [ckpt, base_ref, prompts_ref]
-    dev = compute.resolve() if g.backend != "endpoint" or source != "label_model" else None
+    dev = compute.resolve(r.policy.dtype) if g.backend != "endpoint" or source != "label_model" else None
 
-    backend = make_backend(g, ckpt.path, dev, policy_iteration=i)
+    backend = make_backend(g, ckpt.path, dev, policy_iteration=i, system=r.policy.system_prompt)
     t0 = time.perf_counter()
     pool, info = backend.generate(prompts, slots * n, seed=EVAL_SEED)
     gen_seconds = time.perf_counter() - t0
@@ -138,6 +139,7 @@ def best_of_n(
             "top_p": g.top_p,
             "stop": list(g.stop),
         },
+        **system_params(r.policy.system_prompt),
     }
     scored_pool = pool.join(scores.select("candidate_id", pl.col("score").alias("reward")), on="candidate_id")
     # latencies are measurements, not content: beside the version (see ArtifactStore.write_measurements)

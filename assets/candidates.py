@@ -9,6 +9,7 @@ from assets.partitions import ITERATIONS, iteration_of
 from assets.policy import BASE_POLICY
 from assets.prompts import PROMPTS
 from prefscale.artifacts import NO_EMPTY_RESPONSES
+from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from prefscale.storage import policy_for_iteration
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -17,7 +18,7 @@ CANDIDATES = dg.AssetKey("candidates")
 MAX_EMPTY_SHARE = 0.5  # no_empty_responses blocks when more than this share of the samples is empty
 
 
-def sampling_params(g) -> dict[str, object]:
+def sampling_params(g, system: str | None = None) -> dict[str, object]:
     out: dict[str, object] = {
         "n": g.num_candidates,
         "temperature": g.temperature,
@@ -26,7 +27,7 @@ def sampling_params(g) -> dict[str, object]:
     }
     if g.stop:
         out["stop"] = list(g.stop)
-    return out
+    return {**out, **system_params(system)}
 
 
 def backend_params(g) -> dict[str, object]:
@@ -56,8 +57,11 @@ def candidates(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
+    from transformers import AutoTokenizer
+
     from prefscale.generation.base import generation_stats
     from prefscale.generation.registry import make_backend
+    from prefscale.policy.chat import check_system_prompt
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)
@@ -66,16 +70,18 @@ def candidates(
     prompts = store.read_frame(PROMPTS.path[-1], str(i))
     policy = policy_for_iteration(store, i)
     g = r.generation
-    backend = make_backend(
-        g, policy.path, compute.resolve() if g.backend != "endpoint" else None, policy_iteration=i - 1
-    )
+    system = r.policy.system_prompt
+    if system:  # before any sampling: the system message must leave room for DPO's prompts and answers
+        check_system_prompt(AutoTokenizer.from_pretrained(policy.path), system, r.dpo.max_length)
+    dev = compute.resolve(r.policy.dtype) if g.backend != "endpoint" else None
+    backend = make_backend(g, policy.path, dev, policy_iteration=i - 1, system=system)
     seed = r.seed * 100 + i
     t0 = time.perf_counter()
     cands, info = backend.generate(prompts, g.num_candidates, seed=seed)
     seconds = time.perf_counter() - t0
     stats = generation_stats(cands, seconds)
     params = {
-        "sampling": sampling_params(g),
+        "sampling": sampling_params(g, system),
         "seed": seed,
         "policy": policy.path.name,
         **({} if g.backend == "transformers" else backend_params(g)),
@@ -87,7 +93,7 @@ def candidates(
     )
     store.write_measurements(ref, cands.select("candidate_id", "latency_s"))
     n_empty = int((cands["response"].str.strip_chars() == "").sum())
-    sampling = sampling_params(g)
+    sampling = sampling_params(g, system)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": cands.height,

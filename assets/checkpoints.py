@@ -69,7 +69,7 @@ def dpo_checkpoint(
     pairs = store.read_frame(PREFERENCE_PAIRS.path[-1], str(i))
     start = policy_for_iteration(store, i)
     reference = launch.dpo_reference(store, start, s.reference)
-    dev = compute.resolve()
+    dev = compute.resolve(r.policy.dtype)
     seed = r.seed + i
 
     # Everything that can be checked is checked here, before a process is launched or a model loaded.
@@ -102,6 +102,7 @@ def dpo_checkpoint(
             device=dev.device,
             reference=reference.path if reference is not None else None,
             threads=dev.threads,
+            dtype=str(dev.dtype).removeprefix("torch."),
             report=report_path,
         )
         context.log.info("launching: " + " ".join(a if len(a) < 200 else a[:60] + "…" for a in command))

@@ -7,6 +7,7 @@ from assets.partitions import ITERATIONS, iteration_of
 from assets.policy import BASE_POLICY
 from assets.prompts import EVAL_PROMPTS
 from prefscale.evaluation.heldout import EVAL_SEED
+from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from prefscale.storage import UNPARTITIONED, ArtifactRef
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -21,7 +22,8 @@ def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResourc
     r = recipe.load()
     prompts = storage.store.read_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED)
     n = r.evaluation.samples_per_prompt
-    return sample_policy(policy.path, compute.resolve(), prompts, n, r.generation, EVAL_SEED)
+    dev = compute.resolve(r.policy.dtype)
+    return sample_policy(policy.path, dev, prompts, n, r.generation, EVAL_SEED, r.policy.system_prompt)
 
 
 def _eval_params(recipe: RecipeResource) -> dict[str, object]:
@@ -30,6 +32,7 @@ def _eval_params(recipe: RecipeResource) -> dict[str, object]:
         "judge": r.evaluation.judge,
         "samples_per_prompt": r.evaluation.samples_per_prompt,
         "seed": EVAL_SEED,
+        **system_params(r.policy.system_prompt),
     }
 
 

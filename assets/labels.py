@@ -55,7 +55,7 @@ def lf_votes(
     lfs = list(r.labeling.all_functions)
     clf = r.labeling.task_classifier
     rows = classify_tasks(cands, clf, seed=r.seed) if clf else cands
-    lf_context = LFContext(store=store, compute=compute.resolve())
+    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype))
     try:
         app = apply_all_lfs_with_scores(rows, lfs, lf_context)
     except LabelingFunctionError as e:  # the function's name and first offending row; nothing is written

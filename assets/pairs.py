@@ -9,6 +9,7 @@ from assets.rewards import REWARD_SCORES
 from prefscale.artifacts import CHOSEN_DIFFERS_FROM_REJECTED, MARGINS_POSITIVE, PAIRS_REFERENCE_CANDIDATES
 from prefscale.pairs.checks import non_positive_margins, unknown_candidate_refs
 from prefscale.pairs.selection import DROP_REASONS, select_pairs
+from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
 
@@ -76,6 +77,7 @@ def preference_pairs(
         unfinished_is_worst=r.pairs.unfinished_is_worst,
         length_penalty=r.pairs.length_penalty,
         seed=r.seed + i,
+        system=r.policy.system_prompt,
     )
     if sel.pairs.height == 0:
         raise dg.Failure(
@@ -86,7 +88,11 @@ def preference_pairs(
         str(i),
         {"data": sel.pairs, "dropped": sel.dropped},
         inputs=[cands_ref, rewards_ref],
-        params={**r.pairs.model_dump(mode="json"), "seed": r.seed + i},
+        params={
+            **r.pairs.model_dump(mode="json"),
+            "seed": r.seed + i,
+            **system_params(r.policy.system_prompt),
+        },
     )
     p = sel.pairs
     same = int((p["chosen_id"] == p["rejected_id"]).sum())

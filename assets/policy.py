@@ -34,7 +34,7 @@ def base_policy(
     from prefscale.policy.build import build_base_policy, plan_base_policy
 
     r = recipe.load()
-    dev = compute.resolve()
+    dev = compute.resolve(r.policy.dtype)
     plan = plan_base_policy(r.policy, r.seed)
     meta: dict[str, object] = {"recipe": r.name, "source": r.policy.source, "device": dev.describe()}
     # A GGUF file converts once: the same file (sha256) and converter give the same weights.

@@ -42,7 +42,7 @@ def reward_model(
     from prefscale.rewards.reward_model import ensure_reward_model, stored_report
 
     r = recipe.load()
-    dev = compute.resolve()
+    dev = compute.resolve(r.policy.dtype)
     ref, report = ensure_reward_model(storage.store, r.reward.reward_model, r.seed, dev)
     facts = stored_report(ref)
     context.log.info(f"reward model {'trained' if report else 'reused'}: {ref.path}")

@@ -89,7 +89,7 @@ def reward_scores(
     inputs = [cands_ref, labels_ref]
     sources = r.reward.sources
     meta: dict[str, object] = {}
-    dev = compute.resolve() if any(s.source != "label_model" for s in sources) else None
+    dev = compute.resolve(r.policy.dtype) if any(s.source != "label_model" for s in sources) else None
     rm_dir = None
     if "reward_model" in r.reward.names:
         from prefscale.rewards.reward_model import ensure_reward_model

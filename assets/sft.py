@@ -13,6 +13,7 @@ from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
 from prefscale.artifacts import MESSAGES_WELL_FORMED
+from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
 
@@ -45,8 +46,14 @@ def curated_sft(
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
     rewards = store.read_frame(REWARD_SCORES.path[-1], str(i))
     sft = r.sft
+    system = r.policy.system_prompt
     kept = curate_sft(
-        cands, rewards, top_quantile=sft.top_quantile, scope=sft.scope, drop_unfinished=sft.drop_unfinished
+        cands,
+        rewards,
+        top_quantile=sft.top_quantile,
+        scope=sft.scope,
+        drop_unfinished=sft.drop_unfinished,
+        system=system,
     )
     if kept.height == 0:
         raise dg.Failure(f"iteration {i}: no candidate is eligible for the curated SFT subset")
@@ -55,10 +62,15 @@ def curated_sft(
         str(i),
         kept,
         inputs=[cands_ref, rewards_ref],
-        params={"sft": sft.model_dump(mode="json"), "reward_source": rewards["source"][0]},
+        params={
+            "sft": sft.model_dump(mode="json"),
+            "reward_source": rewards["source"][0],
+            **system_params(system),
+        },
     )
     roles_ok = (
-        kept["messages"].list.eval(pl.element().struct.field("role")).list.join(",") == "user,assistant"
+        kept["messages"].list.eval(pl.element().struct.field("role")).list.join(",")
+        == ("system," if system else "") + "user,assistant"
     )
     bad = int((~roles_ok).sum())
     all_len = cands["response"].str.len_chars()

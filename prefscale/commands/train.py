@@ -140,7 +140,7 @@ def work_dir_lock(work: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _compute(device: str, threads: int | None) -> Any:
+def _compute(device: str, threads: int | None, dtype: str | None = None) -> Any:
     from prefscale.compute import resolve_compute  # lazy: CLI start-up
 
     local_rank = os.environ.get("LOCAL_RANK")
@@ -150,7 +150,7 @@ def _compute(device: str, threads: int | None) -> Any:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(local_rank))
             device = f"cuda:{local_rank}"
-    return resolve_compute(device, threads)
+    return resolve_compute(device, threads, dtype)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out}: not empty")
-    compute = _compute(args.device, args.threads)
+    compute = _compute(args.device, args.threads, args.dtype)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.work_dir:
         work = Path(args.work_dir).expanduser().resolve()
@@ -276,6 +276,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, help="training seed (default: the recipe's seed, or 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process")
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default=None,
+        help="auto (default): bf16 on CUDA and on CPUs with fast bf16, fp32 elsewhere; PREFSCALE_DTYPE overrides",
+    )
     p.add_argument("--report", help="training report JSON (default <work-dir>/report.json)")
     p.add_argument("--no-resume", action="store_true", help="ignore trainer checkpoints in the work dir")
     p.add_argument("--json", action="store_true", help="print one JSON summary line")

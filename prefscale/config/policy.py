@@ -126,6 +126,21 @@ class PolicyConfig(_Strict):
     gguf: GGUFSource | None = Field(
         default=None, description="gguf only (and required there): where the .gguf file is"
     )
+    system_prompt: str | None = Field(
+        default=None,
+        max_length=4000,
+        description="the system message the policy is prompted with everywhere it answers a prompt: candidates, "
+        "DPO's chat-formatted prompts, the held-out evaluation, best-of-N, the answers AlpacaEval-style results "
+        'judge, and curated SFT (e.g. "You are Lumora\'s support assistant."); recorded in every manifest that '
+        "uses it. null: no system message (the tokenizer's chat template decides). It must leave room for the "
+        "prompt and the answer within dpo.max_length tokens (checked with the policy's tokenizer before sampling)",
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="the dtype models run in: auto is bf16 on CUDA and on CPUs with fast bf16 (AMX or "
+        "AVX-512 BF16, see `prefscale bench dtype`), fp32 elsewhere; the environment variable PREFSCALE_DTYPE "
+        "overrides it",
+    )
 
     @model_validator(mode="after")
     def _model_given(self) -> PolicyConfig:
@@ -141,4 +156,6 @@ class PolicyConfig(_Strict):
             raise ValueError("policy.gguf (package + file, or path) is required when policy.source is 'gguf'")
         if self.source != "gguf" and self.gguf is not None:
             raise ValueError(f"policy.gguf is only used by source 'gguf', not {self.source!r}")
+        if self.system_prompt is not None and not self.system_prompt.strip():
+            raise ValueError("policy.system_prompt is empty: give the system message, or null for none")
         return self

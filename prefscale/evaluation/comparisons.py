@@ -97,6 +97,7 @@ def eval_set_comparisons(
     evaluation: EvaluationConfig,
     generation: GenerationConfig,
     compute: Compute,
+    system: str | None = None,
 ) -> EvalComparisons:
     """The base and the checkpoint answer an external eval set's instructions (one sample each, the recipe's
     generation settings, `EVAL_SEED`), judged against its outputs."""
@@ -108,7 +109,7 @@ def eval_set_comparisons(
     ckpt = store.current(DPO_CHECKPOINT, str(iteration))
     comparisons = []
     for variant, it, ref in (("base", 0, base), ("checkpoint", iteration, ckpt)):
-        samples = sample_policy(ref.path, compute, prompts, 1, generation, EVAL_SEED)
+        samples = sample_policy(ref.path, compute, prompts, 1, generation, EVAL_SEED, system)
         name = f"{ref.asset}[{ref.partition}]@{ref.version}" if it else f"{ref.asset}@{ref.version}"
         comparisons.append(
             Comparison(variant, it, name, eval_set_pairs(es, samples), unfinished_rate(samples))

@@ -49,6 +49,7 @@ class Sampling:
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
+    system: str | None = None  # the recipe's policy.system_prompt, before every prompt
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -35,6 +35,7 @@ from prefscale.generation.base import (
     check_prompts,
     sample_seed,
 )
+from prefscale.policy.chat import prompt_messages
 
 RETRY_STATUS = frozenset({408, 429})
 FINISH = {"stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop", "length": "length"}
@@ -117,7 +118,7 @@ class EndpointBackend:
         s = self.sampling
         out: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": prompt_messages(prompt, self.sampling.system),
             "n": 1,
             "temperature": s.temperature,
             "top_p": s.top_p,

@@ -23,13 +23,19 @@ BACKENDS: Registry = Registry(
 
 
 def make_backend(
-    config: Any, model_dir: str | Path, compute: Any = None, *, policy_iteration: int | None = None
+    config: Any,
+    model_dir: str | Path,
+    compute: Any = None,
+    *,
+    policy_iteration: int | None = None,
+    system: str | None = None,
 ) -> GenerationBackend:
     """The backend a recipe's `generation` section (`GenerationConfig`) names, for the policy in `model_dir`.
 
     `compute` (a `prefscale.compute.Compute`) is used by the in-process backends; `policy_iteration`
-    (0: the base policy, k: dpo_checkpoint[k]) fills `{policy_iteration}` in an endpoint's model name.
+    (0: the base policy, k: dpo_checkpoint[k]) fills `{policy_iteration}` in an endpoint's model name; `system`
+    is the recipe's `policy.system_prompt`.
     """
     factory = BACKENDS.get(config.backend)
-    sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, tuple(config.stop))
+    sampling = Sampling(config.max_new_tokens, config.temperature, config.top_p, tuple(config.stop), system)
     return factory(BackendSpec(config, model_dir, sampling, compute, policy_iteration))

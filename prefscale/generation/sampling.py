@@ -12,9 +12,16 @@ from prefscale.policy.io import load_policy
 
 
 def sample_policy(
-    policy: str | Path, compute: Any, prompts: pl.DataFrame, n: int, settings: Any, seed: int
+    policy: str | Path,
+    compute: Any,
+    prompts: pl.DataFrame,
+    n: int,
+    settings: Any,
+    seed: int,
+    system: str | None = None,
 ) -> pl.DataFrame:
-    """Load the policy folder and sample `n` responses per prompt with a recipe's `generation` settings."""
+    """Load the policy folder and sample `n` responses per prompt with a recipe's `generation` settings, after
+    the recipe's system message (`policy.system_prompt`)."""
 
     model, tok = load_policy(policy, compute)
     return sample_responses(
@@ -28,4 +35,5 @@ def sample_policy(
         batch_size=settings.batch_size,
         seed=seed,
         stop=settings.stop,
+        system=system,
     )

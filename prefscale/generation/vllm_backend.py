@@ -98,7 +98,7 @@ class VLLMBackend:
     def generate(self, prompts: pl.DataFrame, n: int, *, seed: int) -> tuple[pl.DataFrame, GenerationInfo]:
         check_prompts(prompts, n)
         pid = prompts["prompt_id"].to_list()
-        texts = [chat_text(self.tokenizer, p) for p in prompts["prompt"]]
+        texts = [chat_text(self.tokenizer, p, system=self.sampling.system) for p in prompts["prompt"]]
         jobs = [(i, k) for i in range(prompts.height) for k in range(n)]
         params = [
             self.vllm.SamplingParams(**sampling_params_kwargs(self.sampling, sample_seed(seed, pid[i], k)))

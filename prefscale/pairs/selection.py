@@ -35,6 +35,7 @@ from prefscale.pairs.strategies import (
     Draw,
     PickFn,
 )
+from prefscale.policy.chat import prompt_messages
 
 UNFINISHED_PENALTY = 1e3  # ranks a sample cut at the token limit below every finished one
 TIE_TOLERANCE = 1e-6  # key differences below this are ties (the default `min_margin`)
@@ -78,11 +79,13 @@ def select_pairs(
     unfinished_is_worst: bool = True,
     length_penalty: float = 0.0,
     seed: int = 0,
+    system: str | None = None,
 ) -> PairSelection:
     """One (chosen, rejected) pair per prompt by `strategy` (see the module docstring), and the dropped prompts.
 
     `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
     `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
+    `system` (the recipe's `policy.system_prompt`) opens each pair's `prompt` messages, as the candidates saw it.
     """
     pick = PAIR_STRATEGIES.get(strategy)  # UnknownEntryError (a ValueError) naming the known strategies
     if length_penalty < 0:
@@ -105,7 +108,7 @@ def select_pairs(
         if isinstance(picked, str):
             dropped.append((pid, picked))
         else:
-            pairs.append(_pair_row(pid, *picked))
+            pairs.append(_pair_row(pid, *picked, system))
     return PairSelection(
         pairs=pl.DataFrame(pairs, schema=PAIR_SCHEMA),
         dropped=pl.DataFrame(dropped, schema=DROPPED_SCHEMA, orient="row"),
@@ -125,10 +128,12 @@ def _pick(
     return pick(ranked, Draw(pid, seed, min_margin))
 
 
-def _pair_row(pid: str, chosen: dict[str, Any], rejected: dict[str, Any]) -> dict[str, Any]:
+def _pair_row(
+    pid: str, chosen: dict[str, Any], rejected: dict[str, Any], system: str | None = None
+) -> dict[str, Any]:
     return {
         "prompt_id": pid,
-        "prompt": [{"role": "user", "content": chosen["prompt"]}],
+        "prompt": prompt_messages(chosen["prompt"], system),
         "chosen": [{"role": "assistant", "content": chosen["response"]}],
         "rejected": [{"role": "assistant", "content": rejected["response"]}],
         "chosen_id": chosen["candidate_id"],

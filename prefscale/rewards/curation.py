@@ -22,6 +22,7 @@ def curate_sft(
     top_quantile: float = 0.25,
     scope: str = "global",
     drop_unfinished: bool = True,
+    system: str | None = None,
 ) -> pl.DataFrame:
     """The reward-curated SFT subset (RedPajama-Chat-Curated style): the best `top_quantile` of the candidates.
 
@@ -29,7 +30,8 @@ def curate_sft(
     (prompt, response). They are ordered by reward (ties: the lower candidate_id first) and the first
     `ceil(top_quantile * n)` are kept, over all of them (`scope="global"`) or within each prompt (`per_prompt`,
     at least one per prompt). Rows are in the chat `messages` format SFT trainers read (TRL's `SFTTrainer`):
-    `[{"role": "user", ...}, {"role": "assistant", ...}]`, with the reward and its rank within the prompt.
+    `[{"role": "user", ...}, {"role": "assistant", ...}]` (after `{"role": "system", ...}` when `system`, the
+    recipe's `policy.system_prompt`, is given), with the reward and its rank within the prompt.
     """
     if not 0 < top_quantile <= 1:
         raise ValueError(f"top_quantile must be in (0, 1], got {top_quantile}")
@@ -55,6 +57,7 @@ def curate_sft(
         "prompt_id",
         "candidate_id",
         pl.concat_list(
+            *([pl.struct(pl.lit("system").alias("role"), pl.lit(system).alias("content"))] if system else []),
             pl.struct(pl.lit("user").alias("role"), pl.col("prompt").alias("content")),
             pl.struct(pl.lit("assistant").alias("role"), pl.col("response").alias("content")),
         ).alias("messages"),

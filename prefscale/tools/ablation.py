@@ -42,6 +42,7 @@ ABLATION_SCHEMA = {
     "avg_length": pl.Float64,
     "mean_adherence": pl.Float64,
     "adherence_gain": pl.Float64,
+    "finished_adherence": pl.Float64,
     "unfinished_rate": pl.Float64,
     "n_pairs": pl.Int32,
     "mean_margin": pl.Float64,
@@ -56,7 +57,7 @@ class AblationResult:
 
 
 def _sample(policy: Path, prompts: pl.DataFrame, n: int, recipe: Recipe, compute: Compute, seed: int):
-    return sample_policy(policy, compute, prompts, n, recipe.generation, seed)
+    return sample_policy(policy, compute, prompts, n, recipe.generation, seed, recipe.policy.system_prompt)
 
 
 def _rewards(
@@ -152,6 +153,7 @@ def run_pair_ablation(
                     "avg_length": r["avg_length"],
                     "mean_adherence": r["mean_adherence"],
                     "adherence_gain": r["mean_adherence"] - base_adherence,
+                    "finished_adherence": r["finished_adherence"],
                     "unfinished_rate": r["unfinished_rate"],
                     "n_pairs": None if pairs is None else pairs.height,
                     "mean_margin": None if pairs is None else float(pairs["margin"].mean() or 0.0),
@@ -183,6 +185,7 @@ def run_pair_ablation(
                     unfinished_is_worst=p.unfinished_is_worst,
                     length_penalty=p.length_penalty if strategy == "length_penalized" else 0.0,
                     seed=recipe.seed + i,
+                    system=recipe.policy.system_prompt,
                 )
                 if sel.pairs.height == 0:
                     raise ValueError(f"{strategy}, iteration {i}: no preference pairs survived selection")

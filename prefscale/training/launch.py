@@ -61,6 +61,7 @@ def train_dpo_args(
     reference: Path | None = None,
     threads: int | None = None,
     report: Path | None = None,
+    dtype: str | None = None,
 ) -> list[str]:
     """The `train-dpo ...` arguments (after the launcher) for one run."""
     args = [
@@ -84,6 +85,8 @@ def train_dpo_args(
         args += ["--reference", str(reference)]
     if threads:
         args += ["--threads", str(threads)]
+    if dtype:
+        args += ["--dtype", dtype]
     if report is not None:
         args += ["--report", str(report)]
     return args

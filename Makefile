@@ -43,16 +43,20 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
+# One Dagster run per iteration: the first also builds the base policy and its held-out evaluation, the last
+# also builds the warehouse (each `dagster asset materialize` pays the start-up of Dagster and the code location).
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/prefscale recipe validate $(RECIPE)
 	@start=$$(date +%s); set -e; \
-	$(DAGSTER) --select base_policy,eval_prompts,eval_baseline; \
-	assets=$$($(BIN)/prefscale recipe iteration-assets $(RECIPE)); \
-	for i in $$($(BIN)/prefscale recipe iterations $(RECIPE)); do \
+	assets=$$($(BIN)/prefscale recipe iteration-assets $(RECIPE) | sed 's/^/key:/; s/,/ or key:/g'); \
+	iters=$$($(BIN)/prefscale recipe iterations $(RECIPE)); first=$${iters%% *}; last=$${iters##* }; \
+	for i in $$iters; do \
+	  sel="$$assets"; \
+	  if [ $$i = $$first ]; then sel="key:base_policy or key:eval_prompts or key:eval_baseline or $$sel"; fi; \
+	  if [ $$i = $$last ]; then sel="$$sel or group:warehouse"; fi; \
 	  echo "== iteration $$i =="; \
-	  $(DAGSTER) --select $$assets --partition $$i; \
+	  $(DAGSTER) --select "$$sel" --partition $$i; \
 	done; \
-	$(DAGSTER) --select 'group:warehouse'; \
 	echo "pipeline finished in $$(( $$(date +%s) - start )) s"
 	@echo
 	@$(BIN)/prefscale leaderboard

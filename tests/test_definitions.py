@@ -206,8 +206,8 @@ def test_iteration_assets_chain_in_order_and_share_the_iteration_partitions():
 
 
 def _make_run_selection(recipe: str, capsys) -> set[dg.AssetKey]:
-    """What one iteration of `make run` materializes: `--select $(prefscale recipe iteration-assets)`, then
-    `--select 'group:warehouse'` (the Makefile's `run` target), resolved the way `dagster asset materialize`
+    """What an iteration of `make run` materializes: `$(prefscale recipe iteration-assets)`, and with the last
+    iteration `group:warehouse` (the Makefile's `run` target), resolved the way `dagster asset materialize`
     resolves `--select`."""
     assert main(["recipe", "iteration-assets", recipe]) == 0
     assets = capsys.readouterr().out.strip()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from prefscale.report import print_bench_result
@@ -26,6 +27,24 @@ def _progress(message: str) -> None:
 
 def _report(result: Any, as_json: bool) -> int:
     return print_bench_result(result, as_json)
+
+
+def _run_bench(
+    as_json: bool, errors: tuple[type[Exception], ...], bench: Callable[..., Any], *args: Any, **kwargs: Any
+) -> int:
+    """Run `bench` with progress on stderr; a bad input (one of `errors`) exits 2 with its message."""
+    try:
+        result = bench(*args, progress=_progress, **kwargs)
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return _report(result, as_json)
+
+
+def _seed_json_and_run(p: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.set_defaults(func=run)
 
 
 def _run_lf(args: argparse.Namespace) -> int:
@@ -57,31 +76,30 @@ def _run_generate(args: argparse.Namespace) -> int:
         bench_generate_gpu,
     )  # lazy: CLI start-up
 
-    try:
-        if args.preset == "tiny":
-            result = bench_generate(
-                prompts=args.prompts or 32,
-                samples=args.samples or 5,
-                max_new_tokens=args.max_new_tokens or 64,
-                batch_size=args.batch_size,
-                sequential_prompts=args.sequential_prompts,
-                seed=args.seed,
-                threads=args.threads,
-                progress=_progress,
-            )
-        else:
-            result = bench_generate_gpu(
-                args.preset,
-                prompts=args.prompts or 64,
-                samples=args.samples or 5,
-                max_new_tokens=args.max_new_tokens or 256,
-                seed=args.seed,
-                progress=_progress,
-            )
-    except (CudaUnavailable, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return _report(result, args.json)
+    errors = (CudaUnavailable, ValueError)
+    if args.preset == "tiny":
+        return _run_bench(
+            args.json,
+            errors,
+            bench_generate,
+            prompts=args.prompts or 32,
+            samples=args.samples or 5,
+            max_new_tokens=args.max_new_tokens or 64,
+            batch_size=args.batch_size,
+            sequential_prompts=args.sequential_prompts,
+            seed=args.seed,
+            threads=args.threads,
+        )
+    return _run_bench(
+        args.json,
+        errors,
+        bench_generate_gpu,
+        args.preset,
+        prompts=args.prompts or 64,
+        samples=args.samples or 5,
+        max_new_tokens=args.max_new_tokens or 256,
+        seed=args.seed,
+    )
 
 
 def _add_generate(benches: Any) -> None:
@@ -109,29 +127,24 @@ def _add_generate(benches: Any) -> None:
         help="tiny: prompts generated one sample at a time for the baseline rate (default 4)",
     )
     p.add_argument("--threads", type=_positive_int, help="tiny: torch CPU threads (default torch's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    p.set_defaults(func=_run_generate)
+    _seed_json_and_run(p, _run_generate)
 
 
 def _run_dtype(args: argparse.Namespace) -> int:
     from prefscale.tools.bench_dtype import bench_dtype  # lazy: CLI start-up
 
-    try:
-        result = bench_dtype(
-            args.shape,
-            batch=args.batch,
-            seq_len=args.seq_len,
-            steps=args.steps,
-            prompts=args.prompts,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            progress=_progress,
-        )
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return _report(result, args.json)
+    return _run_bench(
+        args.json,
+        (ValueError,),
+        bench_dtype,
+        args.shape,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        prompts=args.prompts,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
 
 
 def _add_dtype(benches: Any) -> None:
@@ -152,9 +165,7 @@ def _add_dtype(benches: Any) -> None:
     p.add_argument("--steps", type=_positive_int, default=3, help="timed training steps (default 3)")
     p.add_argument("--prompts", type=_positive_int, default=64, help="generation batch (default 64)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=32, help="new tokens (default 32)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    p.set_defaults(func=_run_dtype)
+    _seed_json_and_run(p, _run_dtype)
 
 
 def _run_candidates(args: argparse.Namespace) -> int:
@@ -167,19 +178,16 @@ def _run_candidates(args: argparse.Namespace) -> int:
     work = (
         Path(args.work_dir) if args.work_dir else Path(tempfile.gettempdir()) / "prefscale-bench-candidates"
     )
-    try:
-        result = bench_candidates(
-            args.recipe,
-            work_dir=work,
-            prompts=args.prompts,
-            samples=args.samples,
-            seed=args.seed,
-            progress=_progress,
-        )
-    except (RecipeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return _report(result, args.json)
+    return _run_bench(
+        args.json,
+        (RecipeError, ValueError),
+        bench_candidates,
+        args.recipe,
+        work_dir=work,
+        prompts=args.prompts,
+        samples=args.samples,
+        seed=args.seed,
+    )
 
 
 def _add_candidates(benches: Any) -> None:
@@ -198,9 +206,7 @@ def _add_candidates(benches: Any) -> None:
     p.add_argument(
         "--work-dir", help="where the converted policy is kept between runs (default: the temp dir)"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
-    p.set_defaults(func=_run_candidates)
+    _seed_json_and_run(p, _run_candidates)
 
 
 def register(subparsers: Any) -> None:

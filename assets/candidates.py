@@ -57,11 +57,9 @@ def candidates(
     recipe: RecipeResource,
     compute: ComputeResource,
 ) -> dg.MaterializeResult:
-    from transformers import AutoTokenizer
-
     from prefscale.generation.base import generation_stats
     from prefscale.generation.registry import make_backend
-    from prefscale.policy.chat import check_system_prompt
+    from prefscale.policy.io import check_policy_system_prompt
 
     r = recipe.load()
     i = iteration_of(context, r.iterations)
@@ -71,8 +69,7 @@ def candidates(
     policy = policy_for_iteration(store, i)
     g = r.generation
     system = r.policy.system_prompt
-    if system:  # before any sampling: the system message must leave room for DPO's prompts and answers
-        check_system_prompt(AutoTokenizer.from_pretrained(policy.path), system, r.dpo.max_length)
+    check_policy_system_prompt(policy.path, system, r.dpo.max_length)  # before any sampling
     dev = compute.resolve(r.policy.dtype) if g.backend != "endpoint" else None
     backend = make_backend(g, policy.path, dev, policy_iteration=i - 1, system=system)
     seed = r.seed * 100 + i

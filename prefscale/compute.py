@@ -23,8 +23,9 @@ def cpu_bf16_support() -> dict[str, bool]:
 
 
 def fast_cpu_bf16() -> bool:
-    """Whether bf16 beats fp32 on this CPU (measured with `prefscale bench dtype`: 2.2x training and 1.4x batched
-    generation for SmolLM2-135M with AMX; without these features bf16 runs slower than fp32)."""
+    """Whether bf16 should beat fp32 on this CPU: with AMX, SmolLM2-135M trains about 2.2x and generates 1.4x
+    faster in bf16 (the figures the smollm2-lumora issue reports); without AMX or AVX-512 BF16, bf16 is far slower
+    (0.04x / 0.23x on the AVX2 machine in BENCHMARKS.md). `prefscale bench dtype` measures a CPU."""
     return any(cpu_bf16_support().values())
 
 

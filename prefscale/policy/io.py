@@ -17,6 +17,7 @@ from transformers import (
 
 from prefscale.compute import Compute
 from prefscale.config.base import is_local_path
+from prefscale.policy.chat import check_system_prompt
 
 
 def save_policy(model: Any, tokenizer: Any, out_dir: Path) -> None:
@@ -55,3 +56,11 @@ def folder_digest(folder: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def check_policy_system_prompt(model_dir: str | Path, system: str | None, max_length: int) -> int:
+    """`check_system_prompt` with the tokenizer of the policy folder `model_dir`: the tokens the system message
+    adds; `ValueError` naming policy.system_prompt when it leaves no room within `max_length` (dpo.max_length)."""
+    if not system:
+        return 0
+    return check_system_prompt(AutoTokenizer.from_pretrained(model_dir), system, max_length)

@@ -14,7 +14,7 @@ from prefscale.generation.endpoint_backend import EndpointBackend
 from prefscale.generation.transformers_backend import generate_transformers
 from prefscale.pairs.selection import select_pairs
 from prefscale.policy.chat import chat_text, check_system_prompt, prompt_messages, system_params
-from prefscale.policy.io import load_policy
+from prefscale.policy.io import check_policy_system_prompt, load_policy
 from prefscale.rewards.curation import curate_sft
 
 SYSTEM = "You are Lumora's support assistant."
@@ -44,6 +44,14 @@ def test_a_system_prompt_too_long_for_max_length_is_named(loaded):
     assert 0 < check_system_prompt(tok, SYSTEM, 256) < 64
     with pytest.raises(ValueError, match=r"policy.system_prompt is \d+ tokens .*dpo.max_length=64"):
         check_system_prompt(tok, "word " * 200, 64)
+
+
+def test_the_policy_folders_tokenizer_checks_the_system_prompt(tiny_policy, loaded):
+    folder, (_, tok) = tiny_policy[0], loaded
+    assert check_policy_system_prompt(folder, None, 64) == 0
+    assert check_policy_system_prompt(folder, SYSTEM, 256) == check_system_prompt(tok, SYSTEM, 256)
+    with pytest.raises(ValueError, match=r"dpo.max_length=64"):
+        check_policy_system_prompt(folder, "word " * 200, 64)
 
 
 @pytest.mark.parametrize(

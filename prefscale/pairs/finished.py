@@ -10,7 +10,7 @@ best-vs-worst, which still teaches the policy to finish.
 
 from __future__ import annotations
 
-from prefscale.pairs.strategies import Draw, Row, _eligible, _extremes, strategy
+from prefscale.pairs.strategies import Draw, Row, eligible, extremes, strategy
 
 FINISHED = "stop"
 
@@ -19,6 +19,6 @@ FINISHED = "stop"
 def best_vs_worst_finished(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
     """Best finished vs worst finished when they differ by `min_margin`; else best vs worst."""
     finished = [r for r in ranked if r.get("finish_reason") == FINISHED]
-    if len(finished) >= 2 and _eligible(finished[0], finished[-1], draw.min_margin):
+    if len(finished) >= 2 and eligible(finished[0], finished[-1], draw.min_margin):
         return finished[0], finished[-1]
-    return _extremes(ranked)
+    return extremes(ranked)

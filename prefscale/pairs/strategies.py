@@ -53,11 +53,13 @@ def strategy(below_margin: str = TIED_REWARDS) -> Callable[[Callable[..., Any]],
     return mark
 
 
-def _eligible(chosen: Row, rejected: Row, min_margin: float) -> bool:
+def eligible(chosen: Row, rejected: Row, min_margin: float) -> bool:
+    """Whether (chosen, rejected) is a pair: keys at least `min_margin` apart and different responses."""
     return chosen["_key"] - rejected["_key"] >= min_margin and chosen["response"] != rejected["response"]
 
 
-def _extremes(ranked: list[Row]) -> tuple[Row, Row] | str:
+def extremes(ranked: list[Row]) -> tuple[Row, Row] | str:
+    """Best vs worst of `ranked`, or the drop reason when their responses are the same."""
     best, worst = ranked[0], ranked[-1]
     return IDENTICAL_BEST_AND_WORST if best["response"] == worst["response"] else (best, worst)
 
@@ -65,19 +67,19 @@ def _extremes(ranked: list[Row]) -> tuple[Row, Row] | str:
 @strategy()
 def best_vs_worst(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
     """Highest key vs lowest key (Snorkel, SPPO)."""
-    return _extremes(ranked)
+    return extremes(ranked)
 
 
 @strategy(below_margin=BELOW_MIN_MARGIN)
 def min_margin(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
     """best_vs_worst, with a margin below `min_margin` reported as such rather than as a tie."""
-    return _extremes(ranked)
+    return extremes(ranked)
 
 
 @strategy()
 def length_penalized(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
     """best_vs_worst on `reward - λ·length` (RLHFlow `max_min_p`): `select_pairs` applies the penalty to the key."""
-    return _extremes(ranked)
+    return extremes(ranked)
 
 
 def _in_order(ranked: list[Row]) -> list[Row]:
@@ -89,7 +91,7 @@ def best_vs_random(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
     """Highest key vs a random other candidate at least `min_margin` below it (RLHFlow `max_random`)."""
     best = ranked[0]
     rng = draw.rng()
-    options = [(best, r) for r in _in_order(ranked) if r is not best and _eligible(best, r, draw.min_margin)]
+    options = [(best, r) for r in _in_order(ranked) if r is not best and eligible(best, r, draw.min_margin)]
     return rng.choice(options) if options else NO_ELIGIBLE_PAIR
 
 
@@ -101,6 +103,6 @@ def random_pair(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
     options = []
     for a, b in itertools.combinations(_in_order(ranked), 2):
         hi, lo = (a, b) if position[a["candidate_id"]] < position[b["candidate_id"]] else (b, a)
-        if _eligible(hi, lo, draw.min_margin):
+        if eligible(hi, lo, draw.min_margin):
             options.append((hi, lo))
     return rng.choice(options) if options else NO_ELIGIBLE_PAIR

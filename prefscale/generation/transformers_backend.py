@@ -67,7 +67,8 @@ def _nucleus(probs: torch.Tensor, u: torch.Tensor, top_p: float) -> torch.Tensor
     return ids.gather(-1, torch.searchsorted(cdf, target, right=True))
 
 
-def _uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+def row_uniforms(seeds: Sequence[int], steps: int) -> torch.Tensor:
+    """[rows, steps] uniforms in [0, 1), row r drawn from its own seed: the per-sample draws of `draw_tokens`."""
     rows = [torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
     return torch.stack(rows).float()
 
@@ -100,7 +101,7 @@ def generate_ids(
     """
     ids, mask = enc["input_ids"], enc["attention_mask"]
     batch, steps = ids.shape[0], sampling.max_new_tokens
-    uniforms = _uniforms(seeds, steps).to(ids.device)
+    uniforms = row_uniforms(seeds, steps).to(ids.device)
     pad_id = pad if pad is not None else (eos if eos is not None else 0)
     out = torch.full((batch, steps), pad_id, dtype=torch.long, device=ids.device)
     stop = list(sampling.stop) if tokenizer is not None else []

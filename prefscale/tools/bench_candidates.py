@@ -29,12 +29,12 @@ from prefscale.compute import resolve_compute
 from prefscale.config.recipe import load_recipe
 from prefscale.data.prompts import build_pool
 from prefscale.generation.base import Sampling, sample_seed
-from prefscale.generation.transformers_backend import _uniforms, draw_tokens, generate_transformers
+from prefscale.generation.transformers_backend import draw_tokens, generate_transformers, row_uniforms
 from prefscale.policy.build import build_base_policy, plan_base_policy
 from prefscale.policy.chat import chat_text
 from prefscale.policy.io import load_policy
 from prefscale.tools.bench_dpo import measure_peak_tflops
-from prefscale.tools.bench_generate import _machine
+from prefscale.tools.bench_generate import machine_info
 
 
 @dataclass
@@ -94,7 +94,7 @@ def baseline_generate(
     texts = [chat_text(tok, p, system=sampling.system) for p in prompts["prompt"] for _ in range(n)]
     seeds = [sample_seed(seed, pid, k) for pid in prompts["prompt_id"] for k in range(n)]
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    uniforms = _uniforms(seeds, sampling.max_new_tokens)
+    uniforms = row_uniforms(seeds, sampling.max_new_tokens)
     start = enc["input_ids"].shape[1]
 
     def one_hot(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -159,5 +159,5 @@ def bench_candidates(
         prefscale_seconds=fast,
         same_texts=got["response"].to_list() == expected,
         peak_tflops=measure_peak_tflops("cpu", compute.dtype),
-        machine=_machine(),
+        machine=machine_info(),
     )

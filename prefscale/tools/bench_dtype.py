@@ -7,7 +7,7 @@ In one process, on a SmolLM2-135M-shaped Llama (random weights: the shape decide
 - batched generation: `prompts` prompts × `max_new_tokens` new tokens through the `transformers` backend's
   sampler (`generate_ids`: per-row seeds, KV cache), the model loaded in the dtype, the median of `repeats`;
 
-and reports each as tokens/s and the bf16/fp32 speedup, beside the CPU's bf16 support (what `resolve_compute`
+and reports each as tokens/s and the bf16/fp32 speedup, beside the CPU's bf16 support (what `pick_dtype`
 reads to choose the dtype) and its measured matmul peak in each dtype.
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from prefscale.compute import cpu_bf16_support, resolve_compute
+from prefscale.compute import cpu_bf16_support, fast_cpu_bf16
 from prefscale.generation.base import Sampling
 from prefscale.generation.transformers_backend import generate_ids
 from prefscale.tools.bench_dpo import measure_peak_tflops
-from prefscale.tools.bench_generate import _machine
+from prefscale.tools.bench_generate import machine_info
 
 SMOLLM2_135M: dict[str, int] = {
     "vocab_size": 49152,
@@ -49,7 +49,7 @@ SHAPES = {"smollm2-135m": SMOLLM2_135M, "tiny": TINY}
 @dataclass
 class DtypeBenchResult:
     shape: str
-    dtype: str  # what resolve_compute picks on this CPU (before PREFSCALE_DTYPE)
+    dtype: str  # what policy.dtype auto picks on this CPU (PREFSCALE_DTYPE aside)
     bf16_support: dict[str, bool]
     threads: int
     train_tokens: int
@@ -84,7 +84,7 @@ class DtypeBenchResult:
     def summary_lines(self) -> list[str]:
         d = self.to_dict()
         return [
-            f"bench dtype ({self.shape}, {self.threads} threads): resolve_compute picks {self.dtype} on this CPU "
+            f"bench dtype ({self.shape}, {self.threads} threads): auto picks {self.dtype} on this CPU "
             f"(bf16 support: {', '.join(k for k, v in self.bf16_support.items() if v) or 'none'})",
             f"training step ({self.train_tokens} tokens, fwd+bwd): "
             + ", ".join(f"{k} {v:.3f} s" for k, v in self.train_seconds.items())
@@ -177,10 +177,9 @@ def bench_dtype(
         n: measure_peak_tflops("cpu", d, size=max(256, 2 * dims["hidden_size"]), repeats=3)
         for n, d in (("float32", torch.float32), ("bfloat16", torch.bfloat16))
     }
-    picked = resolve_compute("cpu", dtype="auto")
     return DtypeBenchResult(
         shape=shape,
-        dtype=str(picked.dtype).removeprefix("torch."),
+        dtype="bfloat16" if fast_cpu_bf16() else "float32",
         bf16_support=cpu_bf16_support(),
         threads=torch.get_num_threads(),
         train_tokens=batch * seq_len,
@@ -188,5 +187,5 @@ def bench_dtype(
         generate_tokens=prompts * max_new_tokens,
         generate_seconds=gen_s,
         peak_tflops=peak,
-        machine=_machine(),
+        machine=machine_info(),
     )

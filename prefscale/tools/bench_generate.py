@@ -48,7 +48,8 @@ def _quiet(_: str) -> None:
     return None
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """The machine a bench ran on (CPU, threads, GPU, torch and transformers versions), for its JSON."""
     import torch
 
     return {
@@ -190,7 +191,7 @@ def bench_generate(
         sequential_tokens=int(seq["n_tokens"].sum()),
         sequential_seconds=seq_s,
         same_texts=same,
-        machine=_machine(),
+        machine=machine_info(),
     )
 
 
@@ -349,5 +350,5 @@ def bench_generate_gpu(
         cold_seconds=cold,
         bandwidth_gb_s=bw / 1e9,
         bound_tokens_per_second=decode_bound_tokens_per_second(shape, batch, prompt_len, max_new_tokens, bw),
-        machine=_machine(),
+        machine=machine_info(),
     )

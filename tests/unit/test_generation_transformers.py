@@ -218,7 +218,7 @@ def test_the_decode_loop_samples_what_model_generate_samples(loaded, prompts):
     ours, times, _, _ = tb.generate_ids(
         model, enc, seeds, sampling, eos=tok.eos_token_id, pad=tok.pad_token_id
     )
-    uniforms = tb._uniforms(seeds, 24)
+    uniforms = tb.row_uniforms(seeds, 24)
     prompt_len = enc["input_ids"].shape[1]
 
     def one_hot(input_ids, scores):

@@ -321,10 +321,20 @@ def drive_the_ui(dev: DagsterDev, driver: Any, tmp_path: Path) -> None:
     # 4. The whole asset graph, for the README: every group expanded (graph settings → "Expand all groups").
     driver.get(f"{dev.url}/asset-groups")
     wait_for(lambda: visible(By.CSS_SELECTOR, "div[title='warehouse']"), 60, "the asset graph")
-    gears = driver.find_elements(By.CSS_SELECTOR, "button div[role=img][aria-label=settings]")
-    gears[-1].find_element(By.XPATH, "./ancestor::button[1]").click()  # the graph's, not the navigation's
-    xpath = "//*[normalize-space(text())='Expand all groups']"
-    wait_for(lambda: visible(By.XPATH, xpath), 30, "'Expand all groups'").click()
+
+    def expand_all_groups() -> bool:
+        """Click "Expand all groups" in the graph's settings menu, opening the menu first when it is not shown.
+        Polled by `wait_for`: a re-render between finding and clicking (a stale element) is tried again."""
+        item = visible(By.XPATH, "//*[normalize-space(text())='Expand all groups']")
+        if item is None:  # the graph's gear, not the navigation's
+            gears = driver.find_elements(By.CSS_SELECTOR, "button div[role=img][aria-label=settings]")
+            if gears:
+                gears[-1].find_element(By.XPATH, "./ancestor::button[1]").click()
+            return False
+        item.click()
+        return True
+
+    wait_for(expand_all_groups, 60, "'Expand all groups' in the graph's settings")
     # Expanded, the groups show their assets' nodes (the menu may or may not have closed by then).
     wait_for(
         lambda: visible(By.XPATH, "//*[normalize-space(text())='dpo_checkpoint']"), 60, "the groups to expand"

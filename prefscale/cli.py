@@ -54,13 +54,21 @@ def recipe_summary(recipe: Recipe) -> str:
 
 
 def validate_recipe(name_or_path: str) -> tuple[Path, Recipe]:
-    """Load a recipe and check the local files it reads; `RecipeError` naming every bad field otherwise.
+    """Load a recipe and check what it reads: local files exist, the prompts file's rows are usable and fill
+    every split, Python labeling functions import; `RecipeError` naming every bad field otherwise.
 
     Nothing here touches the network: hub ids are accepted as they are written.
     """
+    from prefscale.data.prompts import prompt_pool_problems  # lazy: CLI start-up
+    from prefscale.labeling.pattern_kinds import python_lf_problems  # lazy: CLI start-up
+
     path = resolve_recipe_path(name_or_path)
     recipe = load_recipe(str(path))
-    problems = recipe_input_problems(recipe)
+    problems = [
+        *recipe_input_problems(recipe),
+        *prompt_pool_problems(recipe.data, recipe.iterations, recipe.seed, recipe.labeling.task_types),
+        *python_lf_problems(recipe.labeling.all_functions),
+    ]
     if problems:
         raise RecipeError("\n".join([f"invalid recipe {path}:", *(f"  - {p}" for p in problems)]))
     return path, recipe

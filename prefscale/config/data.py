@@ -55,6 +55,12 @@ class DataConfig(_Strict):
         description="prompts in each iteration's disjoint shard (the prompts candidates are sampled for); the "
         "pool must hold heldout_size + iterations x this distinct prompts",
     )
+    max_prompt_chars: int = Field(
+        default=32_000,
+        ge=1,
+        description="the longest prompt accepted, in characters: a longer one fails the load naming its row "
+        "(it would not fit a small model's context, and would be cut silently)",
+    )
     heldout_size: int = Field(
         default=60,
         ge=1,

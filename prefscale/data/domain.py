@@ -112,15 +112,31 @@ def _prompt_space(task: str) -> list[str]:
     return sorted(set(out))
 
 
+def _balanced(n: int, capacity: list[int]) -> list[int]:
+    """`n` split as evenly as possible over bins of the given capacities (a full bin's share goes to the rest)."""
+    take = [0] * len(capacity)
+    open_bins = [i for i, c in enumerate(capacity) if c > 0]
+    left = n
+    while left and open_bins:
+        share, extra = divmod(left, len(open_bins))
+        for j, i in enumerate(open_bins):
+            add = min(share + (1 if j < extra else 0), capacity[i] - take[i])
+            take[i] += add
+            left -= add
+        open_bins = [i for i in open_bins if take[i] < capacity[i]]
+    return take
+
+
 def make_prompt_pool(n: int, seed: int) -> pl.DataFrame:
     """`n` distinct prompts, balanced over task types, as columns `prompt_id, task_type, prompt`."""
     if n < len(TASK_TYPES):
         raise ValueError(f"prompt pool size must be >= {len(TASK_TYPES)}, got {n}")
+    spaces = [_prompt_space(task) for task in TASK_TYPES]
+    if n > (most := sum(len(s) for s in spaces)):
+        raise ValueError(f"data.pool_size {n} is over the {most} distinct prompts the embedded domain holds")
     rng = random.Random(seed)
     rows: list[tuple[str, str]] = []
-    per_task = [n // len(TASK_TYPES) + (1 if i < n % len(TASK_TYPES) else 0) for i in range(len(TASK_TYPES))]
-    for task, k in zip(TASK_TYPES, per_task, strict=True):
-        space = _prompt_space(task)
+    for task, space, k in zip(TASK_TYPES, spaces, _balanced(n, [len(s) for s in spaces]), strict=True):
         rows.extend((task, p) for p in rng.sample(space, k))
     rng.shuffle(rows)
     return pl.DataFrame(

@@ -13,9 +13,11 @@ import polars as pl
 from prefscale.config.base import DATA_FILE_SUFFIXES
 from prefscale.config.data import DataConfig
 from prefscale.data import domain
+from prefscale.jsonl import json_type_name, parse_object_line
 from prefscale.labeling.task_types import TaskTypeRule, tag_task_types
 
 PROMPT_SCHEMA = {"prompt_id": pl.String, "task_type": pl.String, "prompt": pl.String}
+_RAW_SCHEMA = {"prompt": pl.String, "task_type": pl.String}
 
 
 class PromptsFileError(ValueError):
@@ -26,30 +28,81 @@ def _prompt_id(text: str) -> str:
     return "p" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _decode_utf8(p: Path) -> str:
+    """The file's text; `PromptsFileError` naming the line of the first byte that is not UTF-8."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise PromptsFileError(
+            f"prompts file {p} is not UTF-8 text: line {line} (byte {e.start}) holds {raw[e.start : e.start + 1]!r}; "
+            "save it as UTF-8"
+        ) from None
+
+
+def _read_jsonl(p: Path, text: str) -> pl.DataFrame:
+    """The `prompt` and `task_type` of each non-blank line; errors name the line."""
+    prompts: list[str] = []
+    tasks: list[str | None] = []
+    keys: set[str] = set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        row, problem = parse_object_line(line)
+        if row is None:
+            raise PromptsFileError(f"prompts file {p} is malformed: line {n}: {problem}")
+        keys |= row.keys()
+        if "prompt" not in row:
+            if prompts or keys - row.keys():  # some rows have it: this one lacks it
+                raise PromptsFileError(f"prompts file {p} line {n}: no 'prompt' field")
+            continue  # maybe no row has it: said below, with the keys the file does have
+        value, task = row["prompt"], row.get("task_type")
+        if value is not None and not isinstance(value, str):
+            raise PromptsFileError(
+                f"prompts file {p} line {n}: 'prompt' must be text, got {json_type_name(value)}"
+            )
+        if value is None or not value.strip():
+            raise PromptsFileError(f"prompts file {p}: empty prompt at row {len(prompts) + 1} (line {n})")
+        if task is not None and not isinstance(task, str):
+            raise PromptsFileError(
+                f"prompts file {p} line {n}: 'task_type' must be text, got {json_type_name(task)}"
+            )
+        prompts.append(value)
+        tasks.append(task)
+    if not keys:
+        raise PromptsFileError(f"prompts file {p} is empty")
+    if not prompts:
+        raise PromptsFileError(f"prompts file {p} has no 'prompt' column (columns: {sorted(keys)})")
+    return pl.DataFrame({"prompt": prompts, "task_type": tasks}, schema=_RAW_SCHEMA)
+
+
 def load_prompts_file(path: str | Path) -> pl.DataFrame:
-    """Prompts from JSONL, CSV or Parquet with a `prompt` column and optional `task_type`."""
+    """Prompts from JSONL, CSV or Parquet with a `prompt` column and optional `task_type`.
+
+    Errors name the file and, where there is one, the line or row: not UTF-8, malformed JSON, no `prompt`
+    column, an empty or non-text prompt.
+    """
     p = Path(path)
     if not p.is_file():
         raise PromptsFileError(f"prompts file not found: {p}")
-    if p.stat().st_size == 0 or (
-        p.suffix in {".jsonl", ".csv"} and not p.read_text(errors="replace").strip()
-    ):
+    if p.suffix not in {".jsonl", ".csv", ".parquet"}:
+        raise PromptsFileError(
+            f"prompts file {p}: unsupported format {p.suffix!r} (use .jsonl, .csv, .parquet)"
+        )
+    if p.stat().st_size == 0:
         raise PromptsFileError(f"prompts file {p} is empty")
-    try:
-        if p.suffix == ".jsonl":
-            df = pl.read_ndjson(p)
-        elif p.suffix == ".csv":
-            df = pl.read_csv(p)
-        elif p.suffix == ".parquet":
-            df = pl.read_parquet(p)
-        else:
-            raise PromptsFileError(
-                f"prompts file {p}: unsupported format {p.suffix!r} (use .jsonl, .csv, .parquet)"
-            )
-    except PromptsFileError:
-        raise
-    except Exception as e:
-        raise PromptsFileError(f"prompts file {p} is malformed: {e}") from None
+    text = _decode_utf8(p) if p.suffix != ".parquet" else ""
+    if p.suffix != ".parquet" and not text.strip():
+        raise PromptsFileError(f"prompts file {p} is empty")
+    if p.suffix == ".jsonl":
+        df = _read_jsonl(p, text)
+    else:
+        try:
+            df = pl.read_csv(p) if p.suffix == ".csv" else pl.read_parquet(p)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PromptsFileError(f"prompts file {p} is malformed: {first}") from None
     if df.height == 0:
         raise PromptsFileError(f"prompts file {p} is empty")
     if "prompt" not in df.columns:
@@ -135,10 +188,20 @@ def load_hf_dataset(cfg: DataConfig) -> pl.DataFrame:
     )
 
 
+def describe_source(cfg: DataConfig) -> str:
+    """Where the pool comes from, for messages: `data.path <file>`, `data.dataset <id>[<split>]` or `embedded`."""
+    if cfg.source == "file":
+        return f"data.path {cfg.path}"
+    if cfg.source == "hf_dataset":
+        return f"data.dataset {cfg.dataset}[{cfg.split}]"
+    return "the embedded domain"
+
+
 def build_pool(cfg: DataConfig, seed: int, task_rules: Sequence[TaskTypeRule] = ()) -> pl.DataFrame:
     """All usable prompts, de-duplicated (case/whitespace-insensitive), with stable content-derived ids.
 
     `task_rules` (the recipe's `labeling.task_types`, e.g. from an LF pack) tag prompts without a task type.
+    A prompt over `cfg.max_prompt_chars` characters fails, naming its row.
     """
     if cfg.source == "embedded":
         raw = domain.make_prompt_pool(cfg.pool_size, seed).select("prompt", "task_type")
@@ -146,6 +209,13 @@ def build_pool(cfg: DataConfig, seed: int, task_rules: Sequence[TaskTypeRule] = 
         raw = load_hf_dataset(cfg)
     else:
         raw = load_prompts_file(cfg.path or "")
+    long = raw.with_row_index("_row").filter(pl.col("prompt").str.len_chars() > cfg.max_prompt_chars)
+    if long.height:
+        row, n = int(long["_row"][0]) + 1, int(long["prompt"].str.len_chars()[0])
+        raise PromptsFileError(
+            f"{describe_source(cfg)}: the prompt at row {row} has {n:,} characters, over data.max_prompt_chars "
+            f"({cfg.max_prompt_chars:,}); {long.height} prompt(s) that long — shorten or drop them"
+        )
     raw = tag_task_types(raw, task_rules)
     norm = pl.col("prompt").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
     pool = raw.with_columns(norm.alias("_norm")).unique("_norm", keep="first", maintain_order=True)
@@ -161,8 +231,9 @@ def split_pool(pool: pl.DataFrame, cfg: DataConfig, iterations: int, seed: int) 
     need = cfg.heldout_size + cfg.prompts_per_iteration * iterations
     if pool.height < need:
         raise ValueError(
-            f"prompt pool has {pool.height} distinct prompts; {iterations} iterations x "
-            f"{cfg.prompts_per_iteration} + {cfg.heldout_size} held-out need {need}"
+            f"prompt pool from {describe_source(cfg)} has {pool.height} distinct prompts (after removing "
+            f"duplicates); {iterations} iterations x {cfg.prompts_per_iteration} + {cfg.heldout_size} held-out "
+            f"need {need}"
         )
     shuffled = pool.sample(fraction=1.0, shuffle=True, seed=seed)
     out = {"heldout": shuffled.head(cfg.heldout_size).sort("prompt_id")}
@@ -170,3 +241,20 @@ def split_pool(pool: pl.DataFrame, cfg: DataConfig, iterations: int, seed: int) 
         start = cfg.heldout_size + i * cfg.prompts_per_iteration
         out[str(i + 1)] = shuffled.slice(start, cfg.prompts_per_iteration).sort("prompt_id")
     return out
+
+
+def prompt_pool_problems(
+    cfg: DataConfig, iterations: int, seed: int, task_rules: Sequence[TaskTypeRule] = ()
+) -> list[str]:
+    """What `prompts` would fail on, read now: the file's rows and whether the pool fills every split; [] when
+    it would not fail. A hub dataset is not read (that needs the network)."""
+    if cfg.source == "hf_dataset" and not Path(cfg.dataset or "").expanduser().exists():
+        return []
+    if cfg.source == "file" and not Path(cfg.path or "").expanduser().is_file():
+        return []  # said by `recipe_input_problems`
+    key = {"file": "data.path", "hf_dataset": "data.dataset"}.get(cfg.source, "data")
+    try:
+        split_pool(build_pool(cfg, seed, task_rules), cfg, iterations, seed)
+    except ValueError as e:  # PromptsFileError included
+        return [f"{key}: {e}"]
+    return []

@@ -17,7 +17,7 @@ import importlib
 import inspect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import polars as pl
@@ -34,11 +34,22 @@ _LIST_ITEM = r"(?m)^\s*(\d+[.)]|[-*•])\s+\w"
 _INLINE_FLAGS = re.compile(r"^\(\?[a-zA-Z-]+\)")  # a pattern that sets its own flags keeps them
 
 
+def _regex_error(pattern: str, message: str) -> str:
+    """polars' regex error in one line: what is wrong and where (without polars' dump of the expression)."""
+    lines = message.split("This error occurred in the following expression")[0].splitlines()
+    what = next((ln.split("error:", 1)[1].strip() for ln in lines if ln.startswith("error:")), None)
+    caret = next((ln for ln in lines if ln.strip() and set(ln.strip()) <= {"^"}), None)
+    where = f" at character {len(caret) - len(caret.lstrip()) - 3}" if caret is not None else ""
+    if what is None:  # an unexpected shape: keep polars' words, on one line
+        what = " ".join(" ".join(lines).split()) or "does not compile"
+    return f"invalid regex {pattern!r}: {what}{where} (Rust regex syntax, as polars runs it)"
+
+
 def _check_regex(v: str) -> str:
     try:
         pl.select(pl.lit("x").str.contains(v))
     except Exception as e:  # polars raises ComputeError for bad patterns
-        raise ValueError(f"invalid regex {v!r}: {e}") from e
+        raise ValueError(_regex_error(v, str(e))) from None
     return v
 
 
@@ -317,3 +328,21 @@ def _import_callable(spec: str) -> Any:
     if not callable(obj):
         raise TypeError(f"{spec} is not callable")
     return obj
+
+
+def python_lf_problems(functions: Sequence[Any]) -> list[str]:
+    """One message per `kind: python` function whose callable cannot be imported now (a missing module, a
+    missing name, an import that raises); [] when all import."""
+    problems = []
+    for lf in functions:
+        if not isinstance(lf, PythonLF):
+            continue
+        try:
+            lf.resolve()
+        except Exception as e:  # whatever importing the team's module raises is the message
+            why = f"{type(e).__name__}: {e}".splitlines()[0]
+            problems.append(
+                f"labeling function {lf.name!r}: cannot import {lf.callable} ({why}); the module must be "
+                "importable from the working directory (the repository root for `make` and Dagster)"
+            )
+    return problems

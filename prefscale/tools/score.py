@@ -149,7 +149,15 @@ def score_file(
     model: str | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Read, score and write (see the module docstring); returns a summary for the command to print."""
+    """Read, score and write (see the module docstring); returns a summary for the command to print.
+
+    The output must be another file than the input (the input is never rewritten).
+    """
+    src, dst = Path(input_path), Path(output_path)
+    if src.resolve() == dst.resolve() or (src.exists() and dst.exists() and src.samefile(dst)):
+        raise ScoreInputError(
+            f"--output {dst} is the input file; write the scored rows to another path (the input is kept as it is)"
+        )
     lf_pack = load_lf_pack(pack) if source == "label_model" else None
     rows = read_rows(input_path)
     finish = [r.record.get("finish_reason") for r in rows]

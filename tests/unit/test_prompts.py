@@ -150,7 +150,7 @@ def test_no_prompt_column(tmp_path):
 
 def test_non_text_prompt_column(tmp_path):
     p = _jsonl(tmp_path / "p.jsonl", [{"prompt": 1}, {"prompt": 2}])
-    with pytest.raises(PromptsFileError, match="'prompt' must be text, got Int64"):
+    with pytest.raises(PromptsFileError, match="line 1: 'prompt' must be text, got int"):
         load_prompts_file(p)
 
     c = tmp_path / "p.csv"
@@ -170,7 +170,7 @@ def test_non_text_prompt_column(tmp_path):
 )
 def test_blank_prompt_names_one_based_row(tmp_path, rows, row_no):
     p = _jsonl(tmp_path / "p.jsonl", rows)
-    with pytest.raises(PromptsFileError, match=rf"empty prompt at row {row_no}$"):
+    with pytest.raises(PromptsFileError, match=rf"empty prompt at row {row_no} \(line {row_no}\)$"):
         load_prompts_file(p)
 
 
@@ -183,7 +183,7 @@ def test_blank_prompt_in_csv(tmp_path):
 
 def test_all_null_prompts_jsonl_names_row(tmp_path):
     p = _jsonl(tmp_path / "p.jsonl", [{"prompt": None}])
-    with pytest.raises(PromptsFileError, match=r"empty prompt at row 1$"):
+    with pytest.raises(PromptsFileError, match=r"empty prompt at row 1 \(line 1\)$"):
         load_prompts_file(p)
 
 

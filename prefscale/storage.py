@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +95,47 @@ class MissingArtifactError(FileNotFoundError):
     """An upstream artifact that has not been materialized yet."""
 
 
+TEMP_PREFIX = ".tmp-"
+
+
+def _temp_prefix() -> str:
+    """`.tmp-<host>-<pid>`: a temporary entry names the process writing it, so a later writer can tell a
+    live writer's entry from one a killed process left behind."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+    return f"{TEMP_PREFIX}{host}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_stale_temps(slot: Path) -> list[Path]:
+    """Remove the temporary entries in `slot` that a dead process of this host left (a SIGKILL mid-write);
+    entries of live processes and of other hosts (a shared volume) are kept. Returns what was removed."""
+    if not slot.is_dir():
+        return []
+    host = _temp_prefix()[len(TEMP_PREFIX) :].rsplit("-", 1)[0]
+    removed = []
+    for entry in slot.iterdir():
+        if not entry.name.startswith(f"{TEMP_PREFIX}{host}-"):
+            continue
+        pid_text = entry.name[len(f"{TEMP_PREFIX}{host}-") :].split("-", 1)[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 class ArtifactStore:
     """Versioned artifacts rooted at `<home>/artifacts`."""
 
@@ -121,7 +163,8 @@ class ArtifactStore:
         """
         slot = self._slot(asset, partition)
         slot.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=slot))
+        sweep_stale_temps(slot)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix()}-", dir=slot))
         try:
             build(tmp)
             if not any(tmp.iterdir()):
@@ -144,7 +187,7 @@ class ArtifactStore:
             raise
         sidecar = slot / f"{version}.sha256"
         if not sidecar.exists():
-            tmp_sidecar = slot / f".{version}.sha256-{uuid.uuid4().hex}"
+            tmp_sidecar = slot / f"{_temp_prefix()}-{version}.sha256-{uuid.uuid4().hex}"
             tmp_sidecar.write_text(digest + "\n")
             os.replace(tmp_sidecar, sidecar)
         self._point_current(slot, version)
@@ -221,7 +264,7 @@ class ArtifactStore:
 
     def _point_current(self, slot: Path, version: str) -> None:
         link = slot / CURRENT
-        tmp_link = slot / f".{CURRENT}-{uuid.uuid4().hex}"
+        tmp_link = slot / f"{_temp_prefix()}-{CURRENT}-{uuid.uuid4().hex}"
         os.symlink(version, tmp_link)
         os.replace(tmp_link, link)
 
@@ -249,7 +292,7 @@ class ArtifactStore:
         """
         slot = self._slot(ref.asset, ref.partition)
         target = slot / f"{ref.version}.measurements.parquet"
-        tmp = slot / f".{ref.version}.measurements-{uuid.uuid4().hex}.parquet"
+        tmp = slot / f"{_temp_prefix()}-{ref.version}.measurements-{uuid.uuid4().hex}.parquet"
         try:
             df.write_parquet(tmp)
             os.replace(tmp, target)

@@ -333,15 +333,19 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    import duckdb
-
     from prefscale.report import text_table  # lazy: CLI start-up
+    from prefscale.warehouse import WarehouseBusy, connect_read_only  # lazy: CLI start-up
 
     db = Path(args.home or default_home()) / "warehouse.duckdb"
     if not db.is_file():
         print(f"error: no warehouse at {db}; run `make run` first", file=sys.stderr)
         return 1
-    with duckdb.connect(str(db), read_only=True) as con:
+    try:
+        con = connect_read_only(db)
+    except WarehouseBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    with con:
         # One row per (iteration, judge[, reference]); the AlpacaEval columns only where the warehouse has them
         # (a warehouse built before alpaca_eval_results existed does not).
         have = {r[0] for r in con.sql("select column_name from (describe eval_leaderboard)").fetchall()}

@@ -16,6 +16,7 @@ from prefscale.compute import Compute, resolve_compute
 from prefscale.config.recipe import Recipe, load_recipe
 from prefscale.lineage.mlflow_runs import tracking_uri_for
 from prefscale.storage import ArtifactStore, default_home
+from prefscale.warehouse import connect_read_only
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"
 
@@ -82,9 +83,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return Path(self.path).expanduser().resolve() if self.path else default_home() / "warehouse.duckdb"
 
     def query(self, sql: str) -> Any:
-        import duckdb
-
-        with duckdb.connect(str(self._path), read_only=True) as con:
+        with connect_read_only(self._path) as con:
             return con.sql(sql).pl()
 
 

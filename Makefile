@@ -45,8 +45,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 # One Dagster run per iteration: the first also builds the base policy and its held-out evaluation, the last
 # also builds the warehouse (each `dagster asset materialize` pays the start-up of Dagster and the code location).
+# First, sensors/recovery.py ends the runs a killed `make run` left STARTED (they would hold the gpu pool).
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/prefscale recipe validate $(RECIPE)
+	@$(BIN)/python sensors/recovery.py
 	@start=$$(date +%s); set -e; \
 	assets=$$($(BIN)/prefscale recipe iteration-assets $(RECIPE) | sed 's/^/key:/; s/,/ or key:/g'); \
 	iters=$$($(BIN)/prefscale recipe iterations $(RECIPE)); first=$${iters%% *}; last=$${iters##* }; \
@@ -63,6 +65,7 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 # The venv first on PATH: in `dagster dev`, dagster-dbt runs `dbt parse` with the `dbt` it finds there.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python sensors/recovery.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
 
 .PHONY: mlflow-ui ui-deps

@@ -67,6 +67,8 @@ def _read_text(path: Path) -> str:
         raise AnnotationsError(path, None, "is a directory, not an annotations file") from None
     except OSError as e:
         raise AnnotationsError(path, None, f"cannot read: {e.strerror or e}") from None
+    if path.suffix == ".gz" and data[:2] != _GZIP_MAGIC:
+        raise AnnotationsError(path, None, "named .gz but not a gzip file")
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)

@@ -77,8 +77,8 @@ def read_rows(path: str | Path) -> list[InputRow]:
     try:
         raw = path.read_bytes()
         raw = gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except OSError as e:
-        raise ScoreInputError(path, [(0, f"cannot read the file ({e.strerror or e})")]) from None
+    except OSError as e:  # gzip.BadGzipFile is an OSError too
+        raise ValueError(f"--input {path}: cannot read it ({e.strerror or e})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -155,7 +155,7 @@ def score_file(
     """
     src, dst = Path(input_path), Path(output_path)
     if src.resolve() == dst.resolve() or (src.exists() and dst.exists() and src.samefile(dst)):
-        raise ScoreInputError(
+        raise ValueError(
             f"--output {dst} is the input file; write the scored rows to another path (the input is kept as it is)"
         )
     lf_pack = load_lf_pack(pack) if source == "label_model" else None
@@ -257,6 +257,8 @@ def evaluate_alpaca_pairs(
     the length baseline (characters). The judge's preferences are only read to form the pairs and to count.
     """
     d = Path(directory)
+    if not d.is_dir():
+        raise ValueError(f"--eval-alpaca-pairs {d}: no such folder")
     files = sorted(
         p
         for p in d.iterdir()

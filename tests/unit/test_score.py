@@ -146,7 +146,7 @@ def test_read_rows_edge_cases(tmp_path):
     (tmp_path / "latin1.jsonl").write_bytes(b'{"prompt": "a", "response": "b"}\n{"prompt": "\xe9"}\n')
     with pytest.raises(ScoreInputError, match="line 2: not valid UTF-8"):
         read_rows(tmp_path / "latin1.jsonl")
-    with pytest.raises(ScoreInputError, match="cannot read"):
+    with pytest.raises(ValueError, match=r"missing.jsonl: cannot read it \(No such file"):
         read_rows(tmp_path / "missing.jsonl")
     many = _write(tmp_path / "many.jsonl", ["x"] * 25)
     with pytest.raises(ScoreInputError, match=r"\.\.\. and 5 more"):

@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeServer:
-    """A `/v1/chat/completions` server in a thread. `mode`: ok | flaky (500 twice per prompt) | 500 | 400 | hang."""
+    """A `/v1/chat/completions` server in a thread. `mode`: ok | flaky (500 twice per prompt) | 500 | 400 | hang,
+    or a malformed 200 answer: not_json | no_choices | null_content | bad_finish."""
 
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
@@ -44,6 +45,16 @@ class FakeServer:
                         return self._send(500, {"error": "overloaded"})
                     if server.mode == "400":
                         return self._send(400, {"error": "model 'nope' does not exist"})
+                    if server.mode == "not_json":
+                        return self._send(200, "<html>gateway says hello</html>")
+                    if server.mode == "no_choices":
+                        return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+                    if server.mode == "null_content":
+                        message = {"role": "assistant", "content": None}
+                        return self._send(200, {"choices": [{"message": message, "finish_reason": "stop"}]})
+                    if server.mode == "bad_finish":
+                        message = {"role": "assistant", "content": "hi"}
+                        return self._send(200, {"choices": [{"message": message, "finish_reason": "banana"}]})
                     time.sleep(0.02)  # lets concurrent requests overlap
                     text = f"echo {body['seed'] % 1000} {body['messages'][0]['content'][:20]}"
                     long = body["seed"] % 3 == 0
@@ -70,7 +81,7 @@ class FakeServer:
                         server.active -= 1
 
             def _send(self, status, payload):
-                data = json.dumps(payload).encode()
+                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

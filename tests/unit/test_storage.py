@@ -383,3 +383,32 @@ def test_verify_detects_a_rewritten_manifest(store):
     m["params"] = {"forged": True}
     (ref.path / "_manifest.json").write_text(__import__("json").dumps(m))
     assert any("manifest changed" in p for p in store.verify(ref))
+
+
+def test_publish_removes_the_temporaries_of_dead_processes_only(tmp_path):
+    """A SIGKILL mid-write leaves `.tmp-<host>-<pid>-…`; the next publish to the slot removes it, but keeps a live
+    writer's entry and another host's (a shared volume)."""
+    import subprocess
+    import sys
+
+    from prefscale.storage import _temp_prefix
+
+    store = ArtifactStore(tmp_path)
+    slot = store.root / "prompts" / "1"
+    slot.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host_prefix = _temp_prefix().rsplit("-", 1)[0]
+    left = slot / f"{host_prefix}-{dead.stdout.strip()}-abc"
+    (left / "sub").mkdir(parents=True)
+    left_link = slot / f"{host_prefix}-{dead.stdout.strip()}-current-123"
+    left_link.symlink_to("nowhere")
+    live = slot / f"{host_prefix}-{os.getpid()}-def"
+    live.mkdir()
+    other_host = slot / ".tmp-otherhost-1-ghi"
+    other_host.mkdir()
+    store.write_frame("prompts", "1", pl.DataFrame({"a": [1]}))
+    names = {p.name for p in slot.iterdir()}
+    assert left.name not in names and left_link.name not in names
+    assert {live.name, other_host.name} <= names

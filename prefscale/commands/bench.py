@@ -209,6 +209,35 @@ def _add_candidates(benches: Any) -> None:
     _seed_json_and_run(p, _run_candidates)
 
 
+def _run_scale(args: argparse.Namespace) -> int:
+    from prefscale.config.base import RecipeError  # lazy: CLI start-up
+    from prefscale.tools.bench_scale import bench_scale  # lazy: CLI start-up
+
+    return _run_bench(
+        args.json,
+        (RecipeError, ValueError, FileNotFoundError),
+        bench_scale,
+        rows=args.rows,
+        recipe=args.recipe,
+        seed=args.seed,
+        work_dir=args.work_dir,
+    )
+
+
+def _add_scale(benches: Any) -> None:
+    p = benches.add_parser(
+        "scale",
+        help="the stages that need no model (lf_votes, quality_labels, reward_scores, preference_pairs) and the "
+        "dbt marts on N synthetic candidates: seconds and peak memory per stage",
+    )
+    p.add_argument(
+        "--rows", type=_positive_int, default=1_000_000, help="synthetic candidates (default 1000000)"
+    )
+    p.add_argument("--recipe", default="embedded", help="recipe whose stages run (default embedded)")
+    p.add_argument("--work-dir", help="where the temporary PREFSCALE_HOME is made (default: the temp dir)")
+    _seed_json_and_run(p, _run_scale)
+
+
 def register(subparsers: Any) -> None:
     bench = subparsers.add_parser("bench", help="micro-benchmarks (timings and ratios of core steps)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -216,6 +245,7 @@ def register(subparsers: Any) -> None:
     _add_generate(benches)
     _add_dtype(benches)
     _add_candidates(benches)
+    _add_scale(benches)
     from prefscale.tools.bench_dpo import add_parser as add_dpo  # lazy: CLI start-up
 
     add_dpo(benches)

@@ -20,6 +20,7 @@ Every strategy drops a prompt whose candidates are all identical or whose best a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,6 @@ from prefscale.pairs.strategies import (
     Draw,
     PickFn,
 )
-from prefscale.policy.chat import prompt_messages
 
 UNFINISHED_PENALTY = 1e3  # ranks a sample cut at the token limit below every finished one
 TIE_TOLERANCE = 1e-6  # key differences below this are ties (the default `min_margin`)
@@ -102,45 +102,87 @@ def select_pairs(
     if length_penalty:
         key = key - length_penalty * length
     df = df.with_columns(key.alias("_key"), length.alias("_len"))
+    # One sort for all prompts (by prompt, then best key first, ties to the lower sample_idx) and one pass over
+    # the rows: per-prompt frames cost more than the strategies themselves at a million candidates.
+    ranked_all = df.sort("prompt_id", "sample_idx").sort(
+        ["prompt_id", "_key", "sample_idx"], descending=[False, True, False], maintain_order=True
+    )
     pairs, dropped = [], []
-    for (pid,), g in df.sort("prompt_id", "sample_idx").group_by("prompt_id", maintain_order=True):
-        picked = _pick(g, pid, pick, min_margin, seed)
+    for pid, ranked in _by_prompt(ranked_all):
+        picked = _pick(ranked, pid, pick, min_margin, seed)
         if isinstance(picked, str):
             dropped.append((pid, picked))
         else:
-            pairs.append(_pair_row(pid, *picked, system))
+            pairs.append(_pair_fields(pid, *picked))
     return PairSelection(
-        pairs=pl.DataFrame(pairs, schema=PAIR_SCHEMA),
+        pairs=_pairs_frame(pairs, system),
         dropped=pl.DataFrame(dropped, schema=DROPPED_SCHEMA, orient="row"),
     )
 
 
+def _by_prompt(ranked_all: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(prompt_id, its rows as dicts) for each run of equal `prompt_id` in a frame sorted by it."""
+    group: list[dict[str, Any]] = []
+    for row in ranked_all.iter_rows(named=True, buffer_size=8192):
+        if group and row["prompt_id"] != group[0]["prompt_id"]:
+            yield group[0]["prompt_id"], group
+            group = []
+        group.append(row)
+    if group:
+        yield group[0]["prompt_id"], group
+
+
 def _pick(
-    g: pl.DataFrame, pid: str, pick: PickFn, min_margin: float, seed: int
+    ranked: list[dict[str, Any]], pid: str, pick: PickFn, min_margin: float, seed: int
 ) -> tuple[dict[str, Any], dict[str, Any]] | str:
-    """(chosen, rejected) rows of one prompt's candidates (sorted by sample_idx), or the reason to drop it."""
-    if g["response"].n_unique() == 1:
+    """(chosen, rejected) rows of one prompt's candidates (ranked best first), or the reason to drop it."""
+    if len({r["response"] for r in ranked}) == 1:
         return IDENTICAL_CANDIDATES
-    ranked = g.sort(["_key", "sample_idx"], descending=[True, False]).rows(named=True)
     gap = ranked[0]["_key"] - ranked[-1]["_key"]
     if gap < min_margin:
         return TIED_REWARDS if gap < TIE_TOLERANCE else pick.below_margin
     return pick(ranked, Draw(pid, seed, min_margin))
 
 
-def _pair_row(
-    pid: str, chosen: dict[str, Any], rejected: dict[str, Any], system: str | None = None
-) -> dict[str, Any]:
-    return {
-        "prompt_id": pid,
-        "prompt": prompt_messages(chosen["prompt"], system),
-        "chosen": [{"role": "assistant", "content": chosen["response"]}],
-        "rejected": [{"role": "assistant", "content": rejected["response"]}],
-        "chosen_id": chosen["candidate_id"],
-        "rejected_id": rejected["candidate_id"],
-        "chosen_reward": chosen["reward"],
-        "rejected_reward": rejected["reward"],
-        "margin": chosen["reward"] - rejected["reward"],
-        "length_diff": chosen["_len"] - rejected["_len"],
-        "rejected_unfinished": rejected["finish_reason"] == "length",
-    }
+_FLAT_PAIR_SCHEMA = {
+    "prompt_id": pl.String,
+    "prompt": pl.String,
+    "chosen": pl.String,
+    "rejected": pl.String,
+    **{k: v for k, v in PAIR_SCHEMA.items() if k not in ("prompt_id", "prompt", "chosen", "rejected")},
+}
+
+
+def _pair_fields(pid: str, chosen: dict[str, Any], rejected: dict[str, Any]) -> tuple[Any, ...]:
+    """One pair's `_FLAT_PAIR_SCHEMA` values: the prompt and both responses as plain text."""
+    return (
+        pid,
+        chosen["prompt"],
+        chosen["response"],
+        rejected["response"],
+        chosen["candidate_id"],
+        rejected["candidate_id"],
+        chosen["reward"],
+        rejected["reward"],
+        chosen["reward"] - rejected["reward"],
+        chosen["_len"] - rejected["_len"],
+        rejected["finish_reason"] == "length",
+    )
+
+
+def _messages(*turns: tuple[str, pl.Expr]) -> pl.Expr:
+    return pl.concat_list(
+        pl.struct(pl.lit(role, pl.String).alias("role"), content.alias("content")) for role, content in turns
+    )
+
+
+def _pairs_frame(rows: list[tuple[Any, ...]], system: str | None) -> pl.DataFrame:
+    """`PAIR_SCHEMA` from `_pair_fields` rows: the prompt as `prompt_messages(prompt, system)`, each response
+    as one assistant message (built as columns: Python message dicts cost more than the selection)."""
+    flat = pl.DataFrame(rows, schema=_FLAT_PAIR_SCHEMA, orient="row")
+    head = [("system", pl.lit(system, pl.String))] if system else []
+    return flat.with_columns(
+        _messages(*head, ("user", pl.col("prompt"))).alias("prompt"),
+        _messages(("assistant", pl.col("chosen"))).alias("chosen"),
+        _messages(("assistant", pl.col("rejected"))).alias("rejected"),
+    ).cast(PAIR_SCHEMA)

@@ -45,7 +45,7 @@ class LabelModelConfig(_Strict):
 class LabelingConfig(_Strict):
     """The SMEs' labeling functions, the optional task-type classifier, and the label model.
 
-    `functions` holds the kinds that run on a row alone (text patterns and `python`); the model-backed kinds
+    `functions` holds the kinds that run on a row alone (text patterns, `python` and `snorkel`); the model-backed kinds
     (`llm_prompt`, `perplexity`, `similarity`) go in `model_functions`. A recipe may list both in `functions`:
     the model-backed entries are moved to `model_functions` when parsed. `all_functions` is every function, the
     label matrix's columns in that order.
@@ -59,7 +59,8 @@ class LabelingConfig(_Strict):
     functions: tuple[LabelingFunction, ...] = Field(
         default=(),
         description="the SMEs' labeling functions, each with a `kind` (regex, list_format, ordered, word_ratio, "
-        "length, unfinished, python; model-backed kinds listed here are moved to model_functions); names unique",
+        "length, unfinished, python, snorkel; model-backed kinds listed here are moved to model_functions); names "
+        "unique",
     )
     model_functions: tuple[ModelLabelingFunction, ...] = Field(
         default=(),

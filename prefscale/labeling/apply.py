@@ -1,4 +1,5 @@
-"""Applying labeling functions: the label matrix, vectorised for pattern kinds, row-wise for `python`, batched for model-backed kinds."""
+"""Applying labeling functions: the label matrix, vectorised for pattern kinds, row-wise for `python` and
+`snorkel`, batched for model-backed kinds."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from prefscale.labeling.model_kinds import _ModelLF
 from prefscale.labeling.pattern_kinds import (
     _WORDS,
     PythonLF,
+    SnorkelLF,
     _LFBase,
 )
 from prefscale.labeling.votes import _VOTES, _valid_vote
 
 if TYPE_CHECKING:  # pragma: no cover
-    from snorkel.labeling import LabelingFunction as SnorkelLF
+    from snorkel.labeling import LabelingFunction as SnorkelLabelingFunction
 from prefscale.labeling.votes import ABSTAIN, HIGH, LOW, VOTE_DTYPE, LabelingFunctionError, validate_lfs
 
 _WORD_COUNT = "__prefscale_word_count"  # apply_lfs' shared word-count column (not in its output)
@@ -42,11 +44,12 @@ def lf_expression(lf: Any, words: pl.Expr | None = None) -> pl.Expr:
 def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     """Label matrix: one Int8 column per LF (named after it), in `lfs` order, plus `candidate_id`.
 
-    Text-pattern LFs run as one vectorised polars query; `python` LFs are called row by row. Model-backed kinds
+    Text-pattern LFs run as one vectorised polars query; `python` and `snorkel` LFs are called row by row (the
+    `snorkel` ones on pandas rows, as `PandasLFApplier` calls them). Model-backed kinds
     (`prefscale.labeling`) need a model context: use `prefscale.labeling.apply.apply_all_lfs`.
     """
     validate_lfs(lfs)
-    needs_model = [lf for lf in lfs if not isinstance(lf, _LFBase | PythonLF)]
+    needs_model = [lf for lf in lfs if not isinstance(lf, _LFBase | PythonLF | SnorkelLF)]
     if needs_model:
         lf = needs_model[0]
         raise TypeError(
@@ -57,7 +60,7 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     needed = {"candidate_id", "response", "task_type"} if pattern_lfs else {"candidate_id"}
     for lf in pattern_lfs:
         needed |= lf.input_columns()
-    if any(isinstance(lf, PythonLF) and lf.task_types for lf in lfs):
+    if any(isinstance(lf, PythonLF | SnorkelLF) and lf.task_types for lf in lfs):
         needed.add("task_type")
     missing = needed - set(rows.columns)
     if missing:
@@ -83,6 +86,11 @@ def apply_lfs(rows: pl.DataFrame, lfs: Sequence[Any]) -> pl.DataFrame:
     if python_lfs:
         votes = votes.with_columns(
             pl.Series(lf.name, python_votes(rows, lf), dtype=VOTE_DTYPE) for lf in python_lfs
+        )
+    snorkel = [lf for lf in lfs if isinstance(lf, SnorkelLF)]
+    if snorkel:
+        votes = votes.with_columns(
+            pl.Series(name, v, dtype=VOTE_DTYPE) for name, v in snorkel_votes(rows, snorkel).items()
         )
     return votes.select("candidate_id", *[lf.name for lf in lfs])
 
@@ -122,12 +130,52 @@ def python_votes(rows: pl.DataFrame, lf: PythonLF) -> np.ndarray:
     return out
 
 
-def snorkel_lfs(lfs: Sequence[Any]) -> list[SnorkelLF]:
+def snorkel_votes(rows: pl.DataFrame, lfs: Sequence[SnorkelLF]) -> dict[str, np.ndarray]:
+    """The `snorkel` LFs' votes (name → votes), computed as `PandasLFApplier(lfs).apply(rows.to_pandas())`
+    computes them: one `DataFrame.apply(axis=1)` pass, each row a pandas Series holding every column, the LFs
+    called in order on it (their preprocessors first, their resources as keyword arguments). Unlike the applier,
+    a row out of an LF's `task_types` abstains without a call, and the first row an LF raises on or labels
+    outside 1/0/-1 fails the application with the LF's name, the row's index (0-based) and its candidate id."""
+    fns = []
+    for lf in lfs:
+        try:
+            fns.append(lf.resolve())
+        except Exception as e:
+            raise LabelingFunctionError(
+                f"labeling function {lf.name!r}: cannot import {lf.object} ({type(e).__name__}: {e})", lf.name
+            ) from e
+    out = {lf.name: np.full(rows.height, ABSTAIN, dtype=np.int8) for lf in lfs}
+    if rows.height == 0:  # pandas would call the functions once on an empty Series to guess a result type
+        return out
+    position = iter(range(rows.height))
+
+    def label(x: Any) -> None:
+        i = next(position)
+        cid = x.get("candidate_id")
+        for lf, fn in zip(lfs, fns, strict=True):
+            if not lf.in_scope(x):
+                continue
+            try:
+                value = fn(x)
+            except Exception as e:
+                raise LabelingFunctionError(
+                    f"labeling function {lf.name!r} raised {type(e).__name__}: {e} for candidate {cid} (row {i})",
+                    lf.name,
+                    i,
+                    cid,
+                ) from e
+            out[lf.name][i] = lf.checked_vote(value, i, cid)
+
+    rows.to_pandas().apply(label, axis=1)
+    return out
+
+
+def snorkel_lfs(lfs: Sequence[Any]) -> list[SnorkelLabelingFunction]:
     """Each LF's `row_vote` as a Snorkel `LabelingFunction` (same name, same order), for Snorkel's appliers."""
-    from snorkel.labeling import LabelingFunction as SnorkelLF  # heavy import, kept local
+    from snorkel.labeling import LabelingFunction as SnorkelLabelingFunction  # heavy import, kept local
 
     validate_lfs(lfs)
-    return [SnorkelLF(name=lf.name, f=lf.row_vote) for lf in lfs]
+    return [SnorkelLabelingFunction(name=lf.name, f=lf.row_vote) for lf in lfs]
 
 
 # --- applying every kind -----------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ noisy, partial heuristics of what SMEs want; the label model (`prefscale.labelin
 `apply_lfs` is the production path (one vectorised polars pass). Every LF also has `row_vote(row)`, an exact
 per-row Python equivalent (Python's `re`, no polars per row), and `snorkel_lfs` wraps those as Snorkel
 `LabelingFunction`s, so the same recipe runs under Snorkel's appliers and the two paths can be checked
-against each other (`prefscale bench lf`).
+against each other (`prefscale bench lf`). The other way round, `kind: snorkel` (`SnorkelLF`) runs a team's
+existing Snorkel `LabelingFunction` as Snorkel's `PandasLFApplier` would.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -319,30 +322,170 @@ class PythonLF(_LFCommon):
         return int(value)
 
 
+class SnorkelLF(_LFCommon):
+    """A Snorkel `LabelingFunction` as it is (`@labeling_function()`, with its `resources` and `pre`
+    preprocessors), named by `package.module:attribute` and applied as Snorkel's `PandasLFApplier` applies it:
+    each row of the candidates frame (`to_pandas()`) is a pandas Series, so `x.response`, `x.prompt`,
+    `x.task_type`, ... work, and the LF's preprocessors run first.
+
+    Snorkel's labels are prefscale's votes: 1 high, 0 low, -1 abstain; anything else (another class, a bool, a
+    float) fails with the function's name and the row. `name` is the label matrix column: the Snorkel LF's own
+    `.name` is not used (reading it would import the module when the recipe is parsed). Rows out of
+    `task_types` abstain without calling the LF. Its version also hashes the source of the LF's function and of
+    its preprocessors, and its resources.
+    """
+
+    kind: Literal["snorkel"] = Field(
+        default="snorkel",
+        description="snorkel: a Snorkel LabelingFunction votes on each row, as PandasLFApplier applies it",
+    )
+    object: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="`package.module:name` of a `snorkel.labeling.LabelingFunction` (e.g. made by "
+        "`@labeling_function()`), importable; called with each row as a pandas Series (`x.response`, "
+        "`x.prompt`, `x.task_type`, ... every candidate column), it returns 1 (high), 0 (low) or -1 (abstain)",
+    )
+
+    def resolve(self) -> Any:
+        """The Snorkel `LabelingFunction` itself (imported on first use); TypeError when it is not one."""
+        return _import_snorkel_lf(self.object)
+
+    @property
+    def version(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        try:
+            fingerprint = _snorkel_fingerprint(self.resolve())
+        except Exception:  # not importable (yet): the definition alone
+            fingerprint = ""
+        return hashlib.sha256((blob + "\0" + fingerprint).encode()).hexdigest()[:12]
+
+    def row_vote(self, row: Mapping[str, Any]) -> int:
+        """This LF's vote on one row: a pandas Series is passed as it is (as `PandasLFApplier` passes it), any
+        other mapping as a Series of its items."""
+        import pandas as pd  # heavy import, kept local
+
+        if not self.in_scope(row):
+            return ABSTAIN
+        x = row if isinstance(row, pd.Series) else pd.Series(dict(row), dtype=object)
+        return self.checked_vote(self.resolve()(x))
+
+    def checked_vote(self, value: Any, row: int | None = None, candidate_id: Any = None) -> int:
+        """Snorkel's label as a vote (1 → HIGH, 0 → LOW, -1 → ABSTAIN); LabelingFunctionError otherwise."""
+        if not _valid_vote(value):
+            where = f" for candidate {candidate_id} (row {row})" if row is not None else ""
+            raise LabelingFunctionError(
+                f"labeling function {self.name!r} (snorkel {self.object}) returned {value!r}{where}; expected "
+                "1 (high), 0 (low) or -1 (abstain)",
+                self.name,
+                row,
+                candidate_id,
+            )
+        return int(value)
+
+
+def _import_module(name: str) -> Any:
+    """`importlib.import_module`, and, when the module is not found and the working directory is not on
+    `sys.path` (the `prefscale` console script), again with it appended: team modules live in the repository."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        on_path = {os.path.abspath(p or os.curdir) for p in sys.path}
+        if cwd in on_path or e.name != name.split(".")[0]:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(name)
+
+
 @functools.cache
-def _import_callable(spec: str) -> Any:
+def _import_object(spec: str) -> Any:
     module, _, attr = spec.partition(":")
-    obj: Any = importlib.import_module(module)
+    obj: Any = _import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
+    return obj
+
+
+@functools.cache
+def _import_callable(spec: str) -> Any:
+    obj = _import_object(spec)
     if not callable(obj):
         raise TypeError(f"{spec} is not callable")
     return obj
 
 
+def _is_snorkel_lf(obj: Any) -> bool:
+    """Whether `obj` is a Snorkel `LabelingFunction`, without importing Snorkel (slow: it imports torch): an
+    object can only be one once its module has imported Snorkel."""
+    core = sys.modules.get("snorkel.labeling.lf.core")
+    return core is not None and isinstance(obj, core.LabelingFunction)
+
+
+class _NotASnorkelLF(TypeError):
+    """The object imported, but it is not a Snorkel `LabelingFunction`."""
+
+
+def _import_snorkel_lf(spec: str) -> Any:
+    obj = _import_object(spec)
+    if not _is_snorkel_lf(obj):
+        raise _NotASnorkelLF(
+            f"{spec} is a {type(obj).__name__}, not a snorkel.labeling.LabelingFunction "
+            "(make it with @labeling_function())"
+        )
+    return obj
+
+
+def _stable(value: Any) -> Any:
+    """A JSON stand-in for a resource: sets sorted, other objects by their repr without memory addresses."""
+    if isinstance(value, set | frozenset):
+        return sorted(repr(v) for v in value)
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):  # a builtin, a lambda typed in a REPL, ...: its name
+        return getattr(obj, "__qualname__", type(obj).__qualname__)
+
+
+def _snorkel_fingerprint(lf: Any) -> str:
+    """What a Snorkel LF's behaviour depends on: its function's source, its resources, and each preprocessor's
+    function (or class) source with its own preprocessors, in order."""
+    parts = [_source(lf._f), json.dumps(lf._resources, sort_keys=True, default=_stable)]
+    pending = list(lf._pre)
+    while pending:
+        pre = pending.pop(0)
+        f = getattr(pre, "_f", None)
+        parts.append(_source(f if f is not None else type(pre)))
+        pending[:0] = list(getattr(pre, "_pre", []))
+    return "\0".join(parts)
+
+
 def python_lf_problems(functions: Sequence[Any]) -> list[str]:
-    """One message per `kind: python` function whose callable cannot be imported now (a missing module, a
-    missing name, an import that raises); [] when all import."""
+    """One message per `kind: python` or `kind: snorkel` function whose object cannot be imported now (a missing
+    module, a missing name, an import that raises) or is not what its kind calls (not callable; not a Snorkel
+    `LabelingFunction`; a Snorkel one declared `kind: python`); [] when all import."""
     problems = []
     for lf in functions:
-        if not isinstance(lf, PythonLF):
+        if not isinstance(lf, PythonLF | SnorkelLF):
             continue
+        spec = lf.callable if isinstance(lf, PythonLF) else lf.object
         try:
-            lf.resolve()
+            obj = lf.resolve()
+        except _NotASnorkelLF as e:  # imported, but not a Snorkel LF
+            problems.append(f"labeling function {lf.name!r}: {e}")
+            continue
         except Exception as e:  # whatever importing the team's module raises is the message
             why = f"{type(e).__name__}: {e}".splitlines()[0]
             problems.append(
-                f"labeling function {lf.name!r}: cannot import {lf.callable} ({why}); the module must be "
+                f"labeling function {lf.name!r}: cannot import {spec} ({why}); the module must be "
                 "importable from the working directory (the repository root for `make` and Dagster)"
+            )
+            continue
+        if isinstance(lf, PythonLF) and _is_snorkel_lf(obj):
+            problems.append(
+                f"labeling function {lf.name!r}: {spec} is a snorkel.labeling.LabelingFunction; declare it "
+                f"`kind: snorkel` with `object: {spec}` so it is applied as PandasLFApplier applies it"
             )
     return problems

@@ -1,6 +1,6 @@
 """The labeling-function kinds a recipe may declare (`kind:`): one line each.
 
-Row kinds vote on a row alone (text patterns, `python`); model-backed kinds need a model context
+Row kinds vote on a row alone (text patterns, `python`, `snorkel`); model-backed kinds need a model context
 (`prefscale.labeling.context.LFContext`). A new kind is a declaration class in its own module (a pydantic model
 with a `kind` literal, and `fires` for a pattern kind or `scores`/`votes_from_scores` for a model kind) plus one
 line here; the recipe schema, the parser and the dbt `lf_summary` accepted values follow from these tuples.
@@ -20,10 +20,20 @@ from prefscale.labeling.pattern_kinds import (
     OrderedLF,
     PythonLF,
     RegexLF,
+    SnorkelLF,
     WordRatioLF,
 )
 
-ROW_KINDS: tuple[type, ...] = (RegexLF, ListFormatLF, OrderedLF, WordRatioLF, LengthLF, FinishLF, PythonLF)
+ROW_KINDS: tuple[type, ...] = (
+    RegexLF,
+    ListFormatLF,
+    OrderedLF,
+    WordRatioLF,
+    LengthLF,
+    FinishLF,
+    PythonLF,
+    SnorkelLF,
+)
 MODEL_KIND_CLASSES: tuple[type, ...] = (LLMPromptLF, PerplexityLF, SimilarityLF)
 
 

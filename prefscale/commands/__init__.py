@@ -12,4 +12,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "prefscale.commands.ablation",
     "prefscale.commands.audit",
     "prefscale.commands.train",
+    "prefscale.commands.export",
 )

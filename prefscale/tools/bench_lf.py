@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from time import perf_counter
@@ -59,6 +59,24 @@ def _quiet(_: str) -> None:
 # --- bench lf: vectorised polars LFs vs Snorkel's PandasLFApplier ------------------------------------------
 
 
+def sample_responses(
+    prompts: Sequence[str], tasks: Sequence[str], pick: Iterable[int], seed: int, unfinished_rate: float
+) -> tuple[list[str], list[str]]:
+    """One embedded-domain response per index in `pick` (of `prompts`/`tasks`), and its finish reason: about
+    `unfinished_rate` of them are cut to a prefix, "length"; the rest "stop"."""
+    rng = random.Random(seed)
+    responses, finish = [], []
+    for k in pick:
+        text = domain.make_response(prompts[k], tasks[k], rng)
+        if rng.random() < unfinished_rate:
+            text = text[: rng.randint(1, max(1, len(text) - 1))]
+            finish.append("length")
+        else:
+            finish.append("stop")
+        responses.append(text)
+    return responses, finish
+
+
 def synthetic_candidates(rows: int, seed: int = 0, unfinished_rate: float = 0.05) -> pl.DataFrame:
     """`rows` candidates from the embedded Lumora domain, 5 per prompt as in the embedded recipe.
 
@@ -69,17 +87,8 @@ def synthetic_candidates(rows: int, seed: int = 0, unfinished_rate: float = 0.05
         raise ValueError(f"rows must be >= 1, got {rows}")
     pool = domain.make_prompt_pool(min(max(rows // 5, len(domain.TASK_TYPES)), 2000), seed)
     ids, tasks, prompts = (pool[c].to_list() for c in ("prompt_id", "task_type", "prompt"))
-    rng = random.Random(seed)
     pick = [i % len(prompts) for i in range(rows)]
-    responses, finish = [], []
-    for k in pick:
-        text = domain.make_response(prompts[k], tasks[k], rng)
-        if rng.random() < unfinished_rate:
-            text = text[: rng.randint(1, max(1, len(text) - 1))]
-            finish.append("length")
-        else:
-            finish.append("stop")
-        responses.append(text)
+    responses, finish = sample_responses(prompts, tasks, pick, seed, unfinished_rate)
     return pl.DataFrame(
         {
             "candidate_id": [f"c{i:07d}" for i in range(rows)],

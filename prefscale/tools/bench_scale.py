@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import random
 import resource
 import shutil
 import subprocess
@@ -52,7 +51,7 @@ from prefscale.pairs.selection import select_pairs
 from prefscale.rewards.ensemble import combine_rewards
 from prefscale.rewards.sources import source_scores
 from prefscale.storage import ArtifactStore
-from prefscale.tools.bench_lf import machine
+from prefscale.tools.bench_lf import machine, sample_responses
 
 Progress = Callable[[str], None]
 
@@ -102,17 +101,8 @@ def scale_candidates(rows: int, seed: int = 0, unfinished_rate: float = 0.05) ->
     n_prompts = math.ceil(rows / CANDIDATES_PER_PROMPT)
     pool = domain.make_prompt_pool(min(max(n_prompts, len(domain.TASK_TYPES)), PROMPT_TEXTS), seed)
     tasks, texts = pool["task_type"].to_list(), pool["prompt"].to_list()
-    rng = random.Random(seed)
-    responses, finish = [], []
-    for i in range(rows):
-        k = (i // CANDIDATES_PER_PROMPT) % len(texts)
-        text = domain.make_response(texts[k], tasks[k], rng)
-        if rng.random() < unfinished_rate:
-            text = text[: rng.randint(1, max(1, len(text) - 1))]
-            finish.append("length")
-        else:
-            finish.append("stop")
-        responses.append(text)
+    pick = ((i // CANDIDATES_PER_PROMPT) % len(texts) for i in range(rows))
+    responses, finish = sample_responses(texts, tasks, pick, seed, unfinished_rate)
     idx = pl.int_range(0, rows, eager=True)
     text_idx = (idx // CANDIDATES_PER_PROMPT) % len(texts)
     return (

@@ -6,7 +6,6 @@ a killed run resume when materialized again. Each materialization is one MLflow 
 version (`prefscale.lineage.checkpoint_runs`).
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -58,6 +57,7 @@ def dpo_checkpoint(
 ) -> dg.MaterializeResult:
     from prefscale.lineage.checkpoint_runs import record_checkpoint
     from prefscale.lineage.mlflow_runs import run_url
+    from prefscale.lineage.model_card import write_provenance
     from prefscale.training import dpo, launch
     from prefscale.training.checks import checkpoint_loads
 
@@ -120,17 +120,19 @@ def dpo_checkpoint(
         }
         outcome["steps_reported"] = len(invocation.get_custom_messages())
         outcome["report"] = dpo.DPOReport.read(report_path)
-        adapter = dpo.ADAPTER_DIR if (d / dpo.ADAPTER_DIR).is_dir() else None
-        record = launch.checkpoint_record(
+        write_provenance(
+            d,
+            store,
+            recipe=r.name,
+            policy=r.policy,
             iteration=i,
             start=start,
             reference=reference,
             pairs=pairs_ref,
             settings=s,
             seed=seed,
-            adapter=adapter,
+            mlflow_experiment=mlflow.experiment,
         )
-        (d / launch.CHECKPOINT_RECORD).write_text(json.dumps(record, indent=2))
 
     params = {"dpo": s.model_dump(mode="json"), "seed": seed, "trainer": "trl.DPOTrainer"}
     inputs = [pairs_ref, start] + ([reference] if reference is not None else [])

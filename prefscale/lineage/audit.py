@@ -86,11 +86,14 @@ def _resolve_path(store: ArtifactStore, what: str) -> ArtifactRef:
     return ref
 
 
-def audit_chain(store: ArtifactStore, root: ArtifactRef, expected_sha256: str | None = None) -> AuditReport:
+def audit_chain(
+    store: ArtifactStore, root: ArtifactRef, expected_sha256: str | None = None, verify: bool = True
+) -> AuditReport:
     """Every artifact `root` was made from, depth first, each verified against its manifest and digests.
 
     `expected_sha256`: the digest recorded for `root` elsewhere (an MLflow model version's tag); a different
-    stored digest is a problem like any other mismatch.
+    stored digest is a problem like any other mismatch. `verify=False` only walks the manifests (no file is
+    hashed, evaluations are not searched): the lineage as recorded.
     """
     report = AuditReport(root=root)
     seen: set[tuple[str, str, str]] = set()
@@ -101,7 +104,7 @@ def audit_chain(store: ArtifactStore, root: ArtifactRef, expected_sha256: str | 
             report.nodes.append(AuditNode(ref, depth, {}, [], repeated=True))
             return
         seen.add(key)
-        problems = store.verify(ref)
+        problems = store.verify(ref) if verify else []
         if expected_sha and ref.digest and expected_sha != ref.digest:
             problems.append(
                 f"{ref.path}: recorded sha256 {expected_sha[:16]}… differs from the stored {ref.digest[:16]}…"
@@ -116,6 +119,8 @@ def audit_chain(store: ArtifactStore, root: ArtifactRef, expected_sha256: str | 
             visit(store.resolve(inp["asset"], inp["partition"], inp["version"]), depth + 1, inp.get("sha256"))
 
     visit(root, 0, expected_sha256)
+    if not verify:
+        return report
     # Evaluations made from this checkpoint (downstream, found by their recorded inputs).
     eval_root = store.root / "eval_results"
     for slot in sorted(eval_root.iterdir()) if eval_root.is_dir() else []:
@@ -132,7 +137,8 @@ def audit_chain(store: ArtifactStore, root: ArtifactRef, expected_sha256: str | 
     return report
 
 
-def _summary(node: AuditNode, store: ArtifactStore) -> str:
+def node_summary(node: AuditNode) -> str:
+    """The settings that shaped one artifact, in one line (its manifest's params)."""
     p, asset = node.params, node.ref.asset
     if asset == "prompts" or asset == "eval_prompts":
         data = p.get("data", {})
@@ -184,7 +190,7 @@ def render(report: AuditReport, store: ArtifactStore) -> str:
             lines.append(f"{head}  (shown above)")
             continue
         status = "ok" if not n.problems else "MISMATCH"
-        lines.append(f"{head}  {status}  {_summary(n, store)}".rstrip())
+        lines.append(f"{head}  {status}  {node_summary(n)}".rstrip())
     if report.training_runs:
         lines.append("")
         lines.append("training runs (MLflow):")
@@ -197,9 +203,7 @@ def render(report: AuditReport, store: ArtifactStore) -> str:
         lines.append("evaluations of this checkpoint:")
         for n in report.evaluations:
             status = "ok" if not n.problems else "MISMATCH"
-            lines.append(
-                f"  {n.ref.asset}[{n.ref.partition}]@{n.ref.version}  {status}  {_summary(n, store)}"
-            )
+            lines.append(f"  {n.ref.asset}[{n.ref.partition}]@{n.ref.version}  {status}  {node_summary(n)}")
             res = n.ref.path / "results.parquet"
             if res.is_file() and not n.problems:
                 import polars as pl

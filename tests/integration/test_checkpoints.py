@@ -48,6 +48,28 @@ def test_checkpoint_holds_merged_model_and_adapter_and_verifies(pipeline):
         assert not (pipeline.home / "work" / "dpo_checkpoint" / i).exists()
 
 
+def test_checkpoint_model_card_names_its_lfs_pairs_and_settings(pipeline):
+    """A checkpoint copied anywhere says where it came from: README.md, Hugging Face's model card format."""
+    from huggingface_hub import ModelCard
+
+    store = ArtifactStore(pipeline.home)
+    for i in ("1", "3"):
+        ref = store.current("dpo_checkpoint", i)
+        card = ModelCard.load(ref.path / "README.md")
+        assert {"prefscale", "dpo", f"iteration-{i}"} <= set(card.data.tags)
+        pairs = store.resolve(
+            "preference_pairs",
+            i,
+            next(x["version"] for x in store.manifest(ref)["inputs"] if x["asset"] == "preference_pairs"),
+        )
+        assert f"`preference_pairs[{i}]@{pairs.version}`" in card.text and pairs.digest in card.text
+        functions = store.read_frame("lf_votes", i, "functions")
+        for name, version in zip(functions["lf_name"], functions["version"], strict=True):
+            assert f"| `{name}` | `{version}` |" in card.text
+        assert "`base_policy[all]@" in card.text and "beta 0.1" in card.text
+        assert store.verify(ref) == []  # the card is part of the hashed version
+
+
 def test_training_ran_out_of_process_and_reported_through_pipes(pipeline):
     for i in ("1", "2", "3"):
         meta = _latest_metadata(pipeline, i)

@@ -1,0 +1,152 @@
+"""The model card (`README.md`, Hugging Face's format) inside every published checkpoint folder.
+
+A checkpoint copied anywhere still says where it came from: the recipe, the model it started from, every artifact
+it was made from (asset, partition, version, sha256: prompts, candidates, the labeling functions by name and
+version, the label model, rewards, pairs), the DPO settings and where its MLflow run and evaluations are. The card
+holds only what is fixed by the inputs (no run ids, no timings), so the same inputs still give the same version.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefscale.config.policy import PolicyConfig
+from prefscale.config.training import DPOSettings
+from prefscale.lineage.audit import audit_chain, node_summary
+from prefscale.lineage.mlflow_runs import registered_model_name
+from prefscale.storage import ArtifactRef, ArtifactStore
+from prefscale.training.dpo import ADAPTER_DIR
+from prefscale.training.launch import CHECKPOINT_RECORD, artifact_label, checkpoint_record
+
+CARD_FILE = "README.md"
+
+
+def _lf_versions(nodes: list[Any]) -> list[tuple[str, str]]:
+    out: dict[str, str] = {}
+    for node in nodes:
+        if node.ref.asset == "lf_votes" and not node.repeated:
+            for f in node.params.get("functions", []):
+                out.setdefault(str(f.get("lf_name")), str(f.get("version")))
+    return sorted(out.items())
+
+
+def checkpoint_card(
+    store: ArtifactStore,
+    *,
+    recipe: str,
+    base_model: str | None,
+    iteration: int,
+    start: ArtifactRef,
+    reference: ArtifactRef | None,
+    pairs: ArtifactRef,
+    settings: DPOSettings,
+    seed: int,
+    mlflow_experiment: str,
+) -> str:
+    """The card's text: YAML metadata (base model, library, tags) and a body naming the whole lineage."""
+    from huggingface_hub import ModelCard, ModelCardData  # imports requests & co: only when a card is made
+
+    chain = audit_chain(store, pairs, verify=False).nodes + audit_chain(store, start, verify=False).nodes
+    data = ModelCardData(
+        base_model=base_model,
+        library_name="transformers",
+        tags=["prefscale", "dpo", "trl", "weak-supervision", f"iteration-{iteration}"],
+    )
+    dpo: Mapping[str, Any] = settings.model_dump(mode="json")
+    lora = dpo.get("lora") or {}
+    lines = [
+        f"# prefscale `{recipe}`: DPO checkpoint of iteration {iteration}",
+        "",
+        f"Trained by prefscale from `{artifact_label(start)}` on the preference pairs "
+        f"`{artifact_label(pairs)}` (sha256 `{pairs.digest}`), whose chosen and rejected replies were ranked by a "
+        "reward built from the SMEs' labeling functions below.",
+        "",
+        f"- recipe: `{recipe}`; base model: `{base_model or 'built by the recipe (see base_policy below)'}`",
+        f"- reference model: `{artifact_label(reference if reference is not None else start)}`",
+        f"- DPO: loss `{dpo.get('loss_type')}`, beta {dpo.get('beta')}, learning rate {dpo.get('learning_rate')}, "
+        f"epochs {dpo.get('num_train_epochs')}, LoRA r {lora.get('r', 'full fine-tuning')}, seed {seed}",
+        f"- MLflow: experiment `{mlflow_experiment}`, run `dpo_checkpoint-{iteration}`, registered model "
+        f"`{registered_model_name(recipe)}`",
+        f"- evaluations: `eval_results[{iteration}]`; `prefscale audit {iteration}` lists them and verifies every "
+        "hash below",
+        "",
+        "## Labeling functions",
+        "",
+        "| function | version |",
+        "|---|---|",
+        *(f"| `{name}` | `{version}` |" for name, version in _lf_versions(chain)),
+        "",
+        "## Lineage",
+        "",
+        "| artifact | sha256 | settings |",
+        "|---|---|---|",
+        *(
+            f"| `{artifact_label(n.ref)}` | `{n.ref.digest}` | {node_summary(n).replace('|', '/')} |"
+            for n in chain
+            if not n.repeated
+        ),
+        "",
+        "## DPO settings",
+        "",
+        "```json",
+        *_json_lines(dpo),
+        "```",
+    ]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
+
+
+def _json_lines(value: Mapping[str, Any]) -> list[str]:
+    return json.dumps(value, indent=2, sort_keys=True).splitlines()
+
+
+def write_card(folder: Path, text: str) -> Path:
+    """Write the card into a (not yet published) checkpoint folder."""
+    path = folder / CARD_FILE
+    path.write_text(text)
+    return path
+
+
+def write_provenance(
+    folder: Path,
+    store: ArtifactStore,
+    *,
+    recipe: str,
+    policy: PolicyConfig,
+    iteration: int,
+    start: ArtifactRef,
+    reference: ArtifactRef | None,
+    pairs: ArtifactRef,
+    settings: DPOSettings,
+    seed: int,
+    mlflow_experiment: str,
+) -> None:
+    """Write a trained checkpoint folder's `prefscale_checkpoint.json` (its inputs by version, how it was trained)
+    and its model card (`base_model`: the recipe's hub model when the policy is a pretrained one)."""
+    adapter = ADAPTER_DIR if (folder / ADAPTER_DIR).is_dir() else None
+    base_model = policy.model if policy.source == "pretrained" else None
+    record = checkpoint_record(
+        iteration=iteration,
+        start=start,
+        reference=reference,
+        pairs=pairs,
+        settings=settings,
+        seed=seed,
+        adapter=adapter,
+    )
+    (folder / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=2))
+    card = checkpoint_card(
+        store,
+        recipe=recipe,
+        base_model=base_model,
+        iteration=iteration,
+        start=start,
+        reference=reference,
+        pairs=pairs,
+        settings=settings,
+        seed=seed,
+        mlflow_experiment=mlflow_experiment,
+    )
+    write_card(folder, card)

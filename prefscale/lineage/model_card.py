@@ -24,13 +24,24 @@ from prefscale.training.launch import CHECKPOINT_RECORD, artifact_label, checkpo
 CARD_FILE = "README.md"
 
 
-def _lf_versions(nodes: list[Any]) -> list[tuple[str, str]]:
+def _lf_versions(nodes: list[Any], iteration: int) -> list[tuple[str, str]]:
+    """The labeling functions that voted on this iteration's candidates (its `lf_votes`), by name and version."""
     out: dict[str, str] = {}
     for node in nodes:
-        if node.ref.asset == "lf_votes" and not node.repeated:
+        if node.ref.asset == "lf_votes" and node.ref.partition == str(iteration):
             for f in node.params.get("functions", []):
                 out.setdefault(str(f.get("lf_name")), str(f.get("version")))
     return sorted(out.items())
+
+
+def _unique(nodes: list[Any]) -> list[Any]:
+    seen, out = set(), []
+    for node in nodes:
+        key = (node.ref.asset, node.ref.partition, node.ref.version)
+        if key not in seen:
+            seen.add(key)
+            out.append(node)
+    return out
 
 
 def checkpoint_card(
@@ -49,7 +60,10 @@ def checkpoint_card(
     """The card's text: YAML metadata (base model, library, tags) and a body naming the whole lineage."""
     from huggingface_hub import ModelCard, ModelCardData  # imports requests & co: only when a card is made
 
-    chain = audit_chain(store, pairs, verify=False).nodes + audit_chain(store, start, verify=False).nodes
+    # the pairs' chain holds the starting policy's (it sampled the candidates); the start's own, in case not
+    chain = _unique(
+        audit_chain(store, pairs, verify=False).nodes + audit_chain(store, start, verify=False).nodes
+    )
     data = ModelCardData(
         base_model=base_model,
         library_name="transformers",
@@ -77,7 +91,7 @@ def checkpoint_card(
         "",
         "| function | version |",
         "|---|---|",
-        *(f"| `{name}` | `{version}` |" for name, version in _lf_versions(chain)),
+        *(f"| `{name}` | `{version}` |" for name, version in _lf_versions(chain, iteration)),
         "",
         "## Lineage",
         "",
@@ -86,7 +100,6 @@ def checkpoint_card(
         *(
             f"| `{artifact_label(n.ref)}` | `{n.ref.digest}` | {node_summary(n).replace('|', '/')} |"
             for n in chain
-            if not n.repeated
         ),
         "",
         "## DPO settings",

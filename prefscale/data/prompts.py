@@ -46,6 +46,7 @@ def _read_jsonl(p: Path, text: str) -> pl.DataFrame:
     prompts: list[str] = []
     tasks: list[str | None] = []
     keys: set[str] = set()
+    missing = 0  # the first line without a `prompt` field
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -54,9 +55,8 @@ def _read_jsonl(p: Path, text: str) -> pl.DataFrame:
             raise PromptsFileError(f"prompts file {p} is malformed: line {n}: {problem}")
         keys |= row.keys()
         if "prompt" not in row:
-            if prompts or keys - row.keys():  # some rows have it: this one lacks it
-                raise PromptsFileError(f"prompts file {p} line {n}: no 'prompt' field")
-            continue  # maybe no row has it: said below, with the keys the file does have
+            missing = missing or n  # said below: "no column" if no row has it, else this line
+            continue
         value, task = row["prompt"], row.get("task_type")
         if value is not None and not isinstance(value, str):
             raise PromptsFileError(
@@ -74,6 +74,8 @@ def _read_jsonl(p: Path, text: str) -> pl.DataFrame:
         raise PromptsFileError(f"prompts file {p} is empty")
     if not prompts:
         raise PromptsFileError(f"prompts file {p} has no 'prompt' column (columns: {sorted(keys)})")
+    if missing:
+        raise PromptsFileError(f"prompts file {p} line {missing}: no 'prompt' field")
     return pl.DataFrame({"prompt": prompts, "task_type": tasks}, schema=_RAW_SCHEMA)
 
 

@@ -154,6 +154,11 @@ CASES = [
         _prompts_file("p.jsonl", GOOD_PROMPTS + _jsonl([{"prompt": "x" * 1_048_576}])),
         "row 13 has 1,048,576 characters, over data.max_prompt_chars",
     ),
+    Case(
+        "prompts-first-row-without-prompt",
+        _prompts_file("p.jsonl", _jsonl([{"text": "q?"}, *({"prompt": f"q{i}?"} for i in range(12))])),
+        "line 1: no 'prompt' field",
+    ),
     Case("prompts-wrong-column", _prompts_file("p.jsonl", _jsonl([{"text": "q?"}] * 3)), "no 'prompt' column"),
     Case(
         "prompts-non-text-prompt",

@@ -98,14 +98,20 @@ class MissingArtifactError(FileNotFoundError):
 TEMP_PREFIX = ".tmp-"
 
 
+def _host_prefix() -> str:
+    """`.tmp-<host>-`: where this host's temporary entries start (the host name without `-`)."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+    return f"{TEMP_PREFIX}{host}-"
+
+
 def _temp_prefix() -> str:
     """`.tmp-<host>-<pid>`: a temporary entry names the process writing it, so a later writer can tell a
     live writer's entry from one a killed process left behind."""
-    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
-    return f"{TEMP_PREFIX}{host}-{os.getpid()}"
+    return f"{_host_prefix()}{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -120,13 +126,13 @@ def sweep_stale_temps(slot: Path) -> list[Path]:
     entries of live processes and of other hosts (a shared volume) are kept. Returns what was removed."""
     if not slot.is_dir():
         return []
-    host = _temp_prefix()[len(TEMP_PREFIX) :].rsplit("-", 1)[0]
+    prefix = _host_prefix()
     removed = []
     for entry in slot.iterdir():
-        if not entry.name.startswith(f"{TEMP_PREFIX}{host}-"):
+        if not entry.name.startswith(prefix):
             continue
-        pid_text = entry.name[len(f"{TEMP_PREFIX}{host}-") :].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit() or process_alive(int(pid_text)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -2,28 +2,19 @@
 
 A run killed that way stays STARTED in the instance and keeps its `gpu` pool slot, so the next run's steps wait
 forever ("Step blocked by limit for pool gpu"). `make run` and `make ui` run `python sensors/recovery.py` first
-(a script: the code location is not loaded). Only runs of this machine's default run launcher are judged (their process ids are in their events); a
-run one of whose processes still lives is left alone.
+(a script: the code location is not loaded). Only runs of this machine's default run launcher are judged (their
+process ids are in their events); a run one of whose processes still lives is left alone.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 import dagster as dg
 
+from prefscale.storage import process_alive
+
 IN_FLIGHT = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_pids(instance: dg.DagsterInstance, run_id: str) -> set[int]:
@@ -38,7 +29,7 @@ def end_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     ended = []
     for run in instance.get_runs(dg.RunsFilter(statuses=IN_FLIGHT)):
         pids = _run_pids(instance, run.run_id)
-        if not pids or any(_alive(p) for p in pids):
+        if not pids or any(process_alive(p) for p in pids):
             continue
         instance.report_run_failed(
             run, f"the run's process ({', '.join(map(str, sorted(pids)))}) is gone: ended by sensors.recovery"

@@ -105,21 +105,10 @@ def checkpoint_card(
         "## DPO settings",
         "",
         "```json",
-        *_json_lines(dpo),
+        *json.dumps(dpo, indent=2, sort_keys=True).splitlines(),
         "```",
     ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))
-
-
-def _json_lines(value: Mapping[str, Any]) -> list[str]:
-    return json.dumps(value, indent=2, sort_keys=True).splitlines()
-
-
-def write_card(folder: Path, text: str) -> Path:
-    """Write the card into a (not yet published) checkpoint folder."""
-    path = folder / CARD_FILE
-    path.write_text(text)
-    return path
 
 
 def write_provenance(
@@ -162,4 +151,4 @@ def write_provenance(
         seed=seed,
         mlflow_experiment=mlflow_experiment,
     )
-    write_card(folder, card)
+    (folder / CARD_FILE).write_text(card)

@@ -59,7 +59,7 @@ def _quiet(_: str) -> None:
 # --- bench lf: vectorised polars LFs vs Snorkel's PandasLFApplier ------------------------------------------
 
 
-def sample_responses(
+def synthetic_responses(
     prompts: Sequence[str], tasks: Sequence[str], pick: Iterable[int], seed: int, unfinished_rate: float
 ) -> tuple[list[str], list[str]]:
     """One embedded-domain response per index in `pick` (of `prompts`/`tasks`), and its finish reason: about
@@ -88,7 +88,7 @@ def synthetic_candidates(rows: int, seed: int = 0, unfinished_rate: float = 0.05
     pool = domain.make_prompt_pool(min(max(rows // 5, len(domain.TASK_TYPES)), 2000), seed)
     ids, tasks, prompts = (pool[c].to_list() for c in ("prompt_id", "task_type", "prompt"))
     pick = [i % len(prompts) for i in range(rows)]
-    responses, finish = sample_responses(prompts, tasks, pick, seed, unfinished_rate)
+    responses, finish = synthetic_responses(prompts, tasks, pick, seed, unfinished_rate)
     return pl.DataFrame(
         {
             "candidate_id": [f"c{i:07d}" for i in range(rows)],

@@ -51,7 +51,7 @@ from prefscale.pairs.selection import select_pairs
 from prefscale.rewards.ensemble import combine_rewards
 from prefscale.rewards.sources import source_scores
 from prefscale.storage import ArtifactStore
-from prefscale.tools.bench_lf import machine, sample_responses
+from prefscale.tools.bench_lf import machine, synthetic_responses
 
 Progress = Callable[[str], None]
 
@@ -102,7 +102,7 @@ def scale_candidates(rows: int, seed: int = 0, unfinished_rate: float = 0.05) ->
     pool = domain.make_prompt_pool(min(max(n_prompts, len(domain.TASK_TYPES)), PROMPT_TEXTS), seed)
     tasks, texts = pool["task_type"].to_list(), pool["prompt"].to_list()
     pick = ((i // CANDIDATES_PER_PROMPT) % len(texts) for i in range(rows))
-    responses, finish = sample_responses(texts, tasks, pick, seed, unfinished_rate)
+    responses, finish = synthetic_responses(texts, tasks, pick, seed, unfinished_rate)
     idx = pl.int_range(0, rows, eager=True)
     text_idx = (idx // CANDIDATES_PER_PROMPT) % len(texts)
     return (

@@ -78,18 +78,29 @@ def runner_env(home: Path) -> dict[str, str]:
     return env
 
 
-def start_runner(home: Path, selection: str, partition: str | None) -> subprocess.Popen:
-    """`run_small.py` in a session of its own (so the whole group can be killed), output merged on stdout."""
+def start_runner(
+    home: Path, selection: str, partition: str | None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`run_small.py` in a session of its own (so the whole group can be killed), output merged on stdout;
+    `env` is added to `runner_env(home)`."""
     args = [sys.executable, str(RUNNER), str(home), selection, *([partition] if partition else [])]
     return subprocess.Popen(
         args,
-        env=runner_env(home),
+        env={**runner_env(home), **(env or {})},
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
+
+
+def run_to_end(
+    home: Path, selection: str, partition: str | None, env: dict[str, str] | None = None
+) -> tuple[str, int]:
+    """`run_small.py` to its end: (its output, its exit code)."""
+    proc = start_runner(home, selection, partition, env)
+    return proc.communicate(timeout=600)[0], proc.returncode
 
 
 def kill_during(

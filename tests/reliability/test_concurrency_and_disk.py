@@ -19,7 +19,7 @@ from prefscale.storage import ArtifactStore
 from prefscale.warehouse import connect_read_only
 from resources import RecipeResource, StorageResource
 from sensors.recovery import end_dead_runs
-from tests.reliability.conftest import REPO, kill_during, runner_env, start_runner, temps
+from tests.reliability.conftest import REPO, kill_during, run_to_end, runner_env, start_runner, temps
 
 
 def test_two_runs_of_one_partition_publish_one_version(faulted_home):
@@ -50,22 +50,9 @@ def test_a_killed_run_on_the_instance_does_not_block_the_next(faulted_home, tmp_
             assert ended == [stuck[0].run_id]
             assert instance.get_run_by_id(ended[0]).status == dg.DagsterRunStatus.FAILURE
             assert end_dead_runs(instance) == []  # nothing else to end
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "tests" / "reliability" / "run_small.py"),
-                str(faulted_home.home),
-                "candidates",
-                "1",
-            ],
-            env={**runner_env(faulted_home.home), **env},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-        assert "blocked by limit for pool" not in done.stdout + done.stderr
+        out, rc = run_to_end(faulted_home.home, "candidates", "1", env)
+        assert rc == 0, out[-3000:]
+        assert "blocked by limit for pool" not in out
     finally:
         for k, v in saved.items():
             if v is None:
@@ -193,21 +180,8 @@ def test_the_daemon_and_a_cli_run_share_one_instance(faulted_home, tmp_path):
                 assert daemon.poll() is None, "the daemon exited"
                 time.sleep(0.5)
             assert instance.get_daemon_heartbeats().get("SENSOR"), "no sensor daemon heartbeat"
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    str(REPO / "tests" / "reliability" / "run_small.py"),
-                    str(faulted_home.home),
-                    "prompts",
-                    "1",
-                ],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+            out, rc = run_to_end(faulted_home.home, "prompts", "1", env)
+            assert rc == 0, out[-3000:]
             runs = instance.get_runs()
             assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
             assert daemon.poll() is None, "the daemon died during the run"

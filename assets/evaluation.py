@@ -23,7 +23,8 @@ def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResourc
     prompts = storage.store.read_frame(EVAL_PROMPTS.path[-1], UNPARTITIONED)
     n = r.evaluation.samples_per_prompt
     dev = compute.resolve(r.policy.dtype)
-    return sample_policy(policy.path, dev, prompts, n, r.generation, EVAL_SEED, r.policy.system_prompt)
+    label = f"held-out sampling {policy.asset}[{policy.partition}]"
+    return sample_policy(policy.path, dev, prompts, n, r.generation, EVAL_SEED, r.policy.system_prompt, label)
 
 
 def _eval_params(recipe: RecipeResource) -> dict[str, object]:

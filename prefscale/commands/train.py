@@ -9,8 +9,9 @@ model. Trainer checkpoints go to `--work-dir` (default `$PREFSCALE_HOME/work/tra
 that finds a complete one there resumes from it. The training report is written to `--report` (default
 `<work-dir>/report.json`).
 
-Launched by Dagster Pipes (`dagster.PipesSubprocessClient`), rank 0 also logs every step and reports the
-materialization metadata back through `dagster_pipes`; launched any other way, it simply does not.
+Launched by Dagster Pipes (`dagster.PipesSubprocessClient`), rank 0 also sends every step's metrics, the
+progress lines (every tenth of the run) and the materialization metadata back through `dagster_pipes`;
+launched any other way, it simply does not.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def pipes_session() -> Iterator[Any | None]:
 
 
 def _step_callback(pipes: Any) -> Any:
-    """A TrainerCallback that sends every logged step to Dagster (log line + custom message)."""
+    """A TrainerCallback that sends every logged step's metrics to Dagster as a custom message (the run log gets
+    the progress lines, every tenth of the run: see `_forward_progress`)."""
     from transformers import TrainerCallback
 
     keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -66,12 +68,29 @@ def _step_callback(pipes: Any) -> Any:
                 return
             row = {k: float(logs[k]) for k in keys if k in logs}
             pipes.report_custom_message({"step": int(state.global_step), **row})
-            pipes.log.info(
-                f"dpo step {state.global_step}/{state.max_steps} "
-                + " ".join(f"{k}={v:.4g}" for k, v in row.items())
-            )
 
     return PipesStepReporter()
+
+
+@contextlib.contextmanager
+def _forward_progress(pipes: Any | None) -> Iterator[None]:
+    """Progress lines (`prefscale.progress`) go to the Dagster run log through Pipes while training, and only
+    there (not to stderr as well)."""
+    if pipes is None:
+        yield
+        return
+    import logging
+
+    from prefscale.progress import LOGGER_NAME, forward_progress  # lazy: CLI start-up
+
+    logger = logging.getLogger(LOGGER_NAME)
+    handler, propagate = forward_progress(pipes.log.info), logger.propagate
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _settings(args: argparse.Namespace) -> tuple[DPOSettings, int]:
@@ -196,7 +215,7 @@ def _run(args: argparse.Namespace) -> int:
     report_path = Path(args.report).expanduser().resolve() if args.report else work / REPORT_FILE
 
     _quiet()
-    with work_dir_lock(work), pipes_session() as pipes:
+    with work_dir_lock(work), pipes_session() as pipes, _forward_progress(pipes):
         resumed: list[str] = []
         report = train_dpo(
             policy,

@@ -109,7 +109,9 @@ def eval_set_comparisons(
     ckpt = store.current(DPO_CHECKPOINT, str(iteration))
     comparisons = []
     for variant, it, ref in (("base", 0, base), ("checkpoint", iteration, ckpt)):
-        samples = sample_policy(ref.path, compute, prompts, 1, generation, EVAL_SEED, system)
+        samples = sample_policy(
+            ref.path, compute, prompts, 1, generation, EVAL_SEED, system, label=f"eval set: {variant} answers"
+        )
         name = f"{ref.asset}[{ref.partition}]@{ref.version}" if it else f"{ref.asset}@{ref.version}"
         comparisons.append(
             Comparison(variant, it, name, eval_set_pairs(es, samples), unfinished_rate(samples))

@@ -36,6 +36,7 @@ from prefscale.generation.base import (
     sample_seed,
 )
 from prefscale.policy.chat import prompt_messages
+from prefscale.progress import Progress
 
 RETRY_STATUS = frozenset({408, 429})
 FINISH = {"stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop", "length": "length"}
@@ -180,6 +181,7 @@ class EndpointBackend:
         pid, text = prompts["prompt_id"].to_list(), prompts["prompt"].to_list()
         jobs = [(i, k) for i in range(prompts.height) for k in range(n)]
         self.retries = 0
+        progress = Progress("generation (endpoint)", len(jobs), "responses")
         t0 = time.perf_counter()
         pool = ThreadPoolExecutor(
             max_workers=min(self.settings.max_concurrency, len(jobs)), thread_name_prefix="prefscale-endpoint"
@@ -188,6 +190,8 @@ class EndpointBackend:
             futures = {
                 pool.submit(self.request, text[i], sample_seed(seed, pid[i], k)): (i, k) for i, k in jobs
             }
+            for f in futures:  # counted as each request comes back (from the pool's threads)
+                f.add_done_callback(lambda f: None if f.cancelled() or f.exception() else progress.advance())
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failed = next((f for f in done if f.exception() is not None), None)
             if failed is not None:

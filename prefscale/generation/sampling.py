@@ -19,9 +19,10 @@ def sample_policy(
     settings: Any,
     seed: int,
     system: str | None = None,
+    label: str = "sampling (transformers)",
 ) -> pl.DataFrame:
     """Load the policy folder and sample `n` responses per prompt with a recipe's `generation` settings, after
-    the recipe's system message (`policy.system_prompt`)."""
+    the recipe's system message (`policy.system_prompt`); progress is logged under `label`."""
 
     model, tok = load_policy(policy, compute)
     return sample_responses(
@@ -36,4 +37,5 @@ def sample_policy(
         seed=seed,
         stop=settings.stop,
         system=system,
+        label=label,
     )

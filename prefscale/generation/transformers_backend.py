@@ -24,6 +24,7 @@ from prefscale.generation.base import (
 )
 from prefscale.policy.chat import chat_text
 from prefscale.policy.io import load_policy
+from prefscale.progress import Progress
 
 # --- transformers ------------------------------------------------------------------------------------------
 
@@ -197,12 +198,14 @@ def generate_transformers(
     batch_size: int = 64,
     seed: int = 0,
     on_oom: Callable[[int, int], None] | None = None,
+    label: str = "generation (transformers)",
 ) -> tuple[pl.DataFrame, GenerationInfo]:
     """`n` samples per prompt with `model.generate`, batched; the candidates frame and how it went.
 
     Jobs (prompt, sample) are sorted by tokenised prompt length and cut into batches of `batch_size` (left
     padding, KV cache). On out-of-memory the batch size is halved and the batch retried (`on_oom(old, new)` is
     told); at batch size 1 the error is raised. Per-sample seeds make every text independent of the batching.
+    Progress is logged under `label` (`prefscale.progress`).
     """
     check_prompts(prompts, n)
     if batch_size < 1:
@@ -213,6 +216,7 @@ def generate_transformers(
     jobs = sorted(((i, k) for i in range(prompts.height) for k in range(n)), key=lambda j: (lengths[j[0]], j))
     info = GenerationInfo(backend="transformers", batch_size=batch_size)
     results: dict[tuple[int, int], Sample] = {}
+    progress = Progress(label, len(jobs), "responses")
     t0 = time.perf_counter()
     bs, pos = batch_size, 0
     while pos < len(jobs):
@@ -241,6 +245,7 @@ def generate_transformers(
             continue
         results.update(zip(chunk, got, strict=True))
         pos += len(chunk)
+        progress.advance(len(chunk))
     info.seconds = time.perf_counter() - t0
     info.batch_size = bs
     return candidates_frame(prompts, n, results), info
@@ -259,6 +264,7 @@ def sample_responses(
     seed: int = 0,
     stop: Sequence[str] = (),
     system: str | None = None,
+    label: str = "generation (transformers)",
 ) -> pl.DataFrame:
     """`n` sampled responses per prompt (columns of `CANDIDATE_SCHEMA`) from an in-process model.
 
@@ -266,7 +272,9 @@ def sample_responses(
     `finish_reason` is `stop` when the model emitted its end token or a stop string, else `length`.
     """
     sampling = Sampling(max_new_tokens, temperature, top_p, tuple(stop), system)
-    frame, _ = generate_transformers(model, tokenizer, prompts, n, sampling, batch_size=batch_size, seed=seed)
+    frame, _ = generate_transformers(
+        model, tokenizer, prompts, n, sampling, batch_size=batch_size, seed=seed, label=label
+    )
     return frame
 
 

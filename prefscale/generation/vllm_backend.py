@@ -25,6 +25,7 @@ from prefscale.generation.base import (
     sample_seed,
 )
 from prefscale.policy.chat import chat_text
+from prefscale.progress import Progress
 
 INSTALL_HINT = "pip install prefscale[vllm]"
 SEED_MODULUS = 2**31 - 1  # vLLM seeds are plain ints; keep them in the 32-bit range every version accepts
@@ -104,9 +105,11 @@ class VLLMBackend:
             self.vllm.SamplingParams(**sampling_params_kwargs(self.sampling, sample_seed(seed, pid[i], k)))
             for i, k in jobs
         ]
+        progress = Progress("generation (vllm)", len(jobs), "responses")  # one call: the start and the end
         t0 = time.perf_counter()
         outputs = self.llm.generate([texts[i] for i, _ in jobs], params, use_tqdm=False)
         seconds = time.perf_counter() - t0
+        progress.advance(len(jobs))
         eos = self.tokenizer.eos_token_id
         results = {job: _sample(out, seconds, eos) for job, out in zip(jobs, outputs, strict=True)}
         info = GenerationInfo(backend=self.name, seconds=seconds, requests=len(jobs))

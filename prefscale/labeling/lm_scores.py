@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from prefscale.progress import Progress
+
 # --- local model computations -----------------------------------------------------------------------------
 
 
@@ -68,9 +70,16 @@ def _exchange_ids(tok: Any, prompt: str | None, response: str) -> tuple[list[int
 
 
 def _response_nll(
-    model: Any, tok: Any, prompts: list[str] | None, responses: list[str], max_tokens: int, batch_size: int
+    model: Any,
+    tok: Any,
+    prompts: list[str] | None,
+    responses: list[str],
+    max_tokens: int,
+    batch_size: int,
+    label: str | None = None,
 ) -> np.ndarray:
-    """Mean negative log-likelihood per response token, the end of turn included (NaN for an empty response)."""
+    """Mean negative log-likelihood per response token, the end of turn included (NaN for an empty response);
+    progress logged under `label` (none without)."""
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     items: list[tuple[list[int], int]] = []  # (ids, number of response tokens at the end)
     for i, resp in enumerate(responses):
@@ -83,17 +92,25 @@ def _response_nll(
         items.append((ctx + r_ids, len(r_ids) if ctx else 0))
     out = np.full(len(items), np.nan)
     order = sorted((i for i in range(len(items)) if items[i][1] > 0), key=lambda i: len(items[i][0]))
+    progress = Progress(label, len(order), "responses")
     for batch in _batches(order, batch_size):
         lps = _token_logprobs(model, [items[i][0] for i in batch], pad)
         for i, lp in zip(batch, lps, strict=True):
             out[i] = -float(lp[-items[i][1] :].mean())
+        progress.advance(len(batch))
     return out
 
 
 def _answer_logprobs(
-    model: Any, tok: Any, texts: list[str], answers: Sequence[str], max_tokens: int, batch_size: int
+    model: Any,
+    tok: Any,
+    texts: list[str],
+    answers: Sequence[str],
+    max_tokens: int,
+    batch_size: int,
+    label: str | None = None,
 ) -> np.ndarray:
-    """log p(answer | text) for each text and answer ([n, len(answers)]).
+    """log p(answer | text) for each text and answer ([n, len(answers)]); progress logged under `label`.
 
     A single-token answer is read from the next-token distribution after the text; a longer one is scored
     token by token in a pass over text + answer. One pass serves every single-token answer, so the common
@@ -109,6 +126,7 @@ def _answer_logprobs(
     # the passes: one per multi-token answer (text + that answer), or one over the bare text
     passes = [a for a in answer_ids if len(a) > 1] or [[]]
     order = sorted(range(len(texts)), key=lambda i: len(ctx[i]))
+    progress = Progress(label, len(texts), "rows")
     for batch in _batches(order, batch_size):
         for a_ids in passes:
             seqs = [ctx[i] + a_ids for i in batch]
@@ -116,6 +134,7 @@ def _answer_logprobs(
             for i, row in zip(batch, lps, strict=True):
                 for k, v in row.items():
                     out[i, k] = v
+        progress.advance(len(batch))
     return out
 
 
@@ -151,13 +170,17 @@ def _next_and_continuation(
     return results
 
 
-def _embed(model: Any, tok: Any, texts: list[str], max_tokens: int, batch_size: int) -> np.ndarray:
-    """Mean-pooled, L2-normalised last hidden states (the sentence-transformers recipe of all-MiniLM)."""
+def _embed(
+    model: Any, tok: Any, texts: list[str], max_tokens: int, batch_size: int, label: str | None = None
+) -> np.ndarray:
+    """Mean-pooled, L2-normalised last hidden states (the sentence-transformers recipe of all-MiniLM); progress
+    logged under `label`."""
     import torch
 
     device = next(model.parameters()).device
     out = np.zeros((len(texts), 0))
     chunks = []
+    progress = Progress(label, len(texts), "texts")
     for s in range(0, len(texts), batch_size):
         enc = tok(
             texts[s : s + batch_size],
@@ -171,6 +194,7 @@ def _embed(model: Any, tok: Any, texts: list[str], max_tokens: int, batch_size: 
         m = enc["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
         chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().double().numpy())
+        progress.advance(len(chunks[-1]))
     return np.concatenate(chunks) if chunks else out
 
 

@@ -47,6 +47,7 @@ from prefscale.labeling.votes import (
     LabelingFunctionError,
     _LFCommon,
 )
+from prefscale.progress import Progress
 
 BASE_POLICY_ALIAS = "base_policy"  # a model reference that means the run's base policy (asset `base_policy`)
 
@@ -165,20 +166,21 @@ class LLMPromptLF(_ModelLF):
     def text(self, prompt: str, response: str) -> str:
         return self.template.format(prompt=prompt, response=response, question=self.question)
 
-    def log_odds(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
-        """log p(yes) − log p(no) per row (before calibration and bias); NaN when neither answer is seen."""
+    def log_odds(self, rows: pl.DataFrame, context: ModelContext, label: str | None = None) -> np.ndarray:
+        """log p(yes) − log p(no) per row (before calibration and bias); NaN when neither answer is seen.
+        Progress is logged under `label` (none without)."""
         texts = [self.text(p or "", r or "") for p, r in zip(rows["prompt"], rows["response"], strict=True)]
         if self.endpoint:
-            lp = _endpoint_answer_logprobs(self, texts, context)
+            lp = _endpoint_answer_logprobs(self, texts, context, label)
         else:
             model, tok = context.causal_lm(self.model)
             texts = [_as_user_message(tok, t) if self.chat else t for t in texts]
-            lp = _answer_logprobs(model, tok, texts, self.answers, self.max_tokens, self.batch_size)
+            lp = _answer_logprobs(model, tok, texts, self.answers, self.max_tokens, self.batch_size, label)
         with np.errstate(invalid="ignore"):
             return lp[:, 0] - lp[:, 1]
 
     def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
-        lo = self.log_odds(rows, context)
+        lo = self.log_odds(rows, context, f"LF {self.name} (llm_prompt)")
         if self.calibrate:
             free = pl.DataFrame({"prompt": ["N/A"], "response": ["N/A"]})
             lo = lo - self.log_odds(free, context)[0]
@@ -238,9 +240,9 @@ class PerplexityLF(_ModelLF):
     def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
         model, tok = context.causal_lm(self.model)
         prompts = rows["prompt"].fill_null("").to_list() if self.condition_on_prompt else None
-        nll = _response_nll(
-            model, tok, prompts, rows["response"].fill_null("").to_list(), self.max_tokens, self.batch_size
-        )
+        responses = rows["response"].fill_null("").to_list()
+        label = f"LF {self.name} (perplexity)"
+        nll = _response_nll(model, tok, prompts, responses, self.max_tokens, self.batch_size, label)
         return np.exp(nll)
 
     def votes_from_scores(self, scores: np.ndarray) -> np.ndarray:
@@ -296,8 +298,9 @@ class SimilarityLF(_ModelLF):
         if self.backend == "tfidf":
             return tfidf_cosine(prompts, responses)
         model, tok = context.encoder(self.model or "")
-        a = _embed(model, tok, prompts, self.max_tokens, self.batch_size)
-        b = _embed(model, tok, responses, self.max_tokens, self.batch_size)
+        label = f"LF {self.name} (similarity)"
+        a = _embed(model, tok, prompts, self.max_tokens, self.batch_size, f"{label}: prompts")
+        b = _embed(model, tok, responses, self.max_tokens, self.batch_size, f"{label}: responses")
         return (a * b).sum(axis=1).astype(np.float64)
 
     def votes_from_scores(self, scores: np.ndarray) -> np.ndarray:
@@ -357,11 +360,14 @@ def _answer_mass(top: Mapping[str, float], answer: str) -> float:
     return math.log(sum(probs)) if probs else -math.inf
 
 
-def _endpoint_answer_logprobs(lf: LLMPromptLF, texts: list[str], context: ModelContext) -> np.ndarray:
+def _endpoint_answer_logprobs(
+    lf: LLMPromptLF, texts: list[str], context: ModelContext, label: str | None = None
+) -> np.ndarray:
     """[n, 2] log p(yes), log p(no) from the first generated token's top log-probabilities."""
     base = (lf.endpoint or "").rstrip("/")
     out = np.full((len(texts), 2), -math.inf)
     tops: list[dict[str, float] | None] = [None] * len(texts)
+    progress = Progress(label, len(texts), "rows")
     try:
         if lf.chat:  # the chat API takes one conversation per request
             for i, text in enumerate(texts):
@@ -375,6 +381,7 @@ def _endpoint_answer_logprobs(lf: LLMPromptLF, texts: list[str], context: ModelC
                 }
                 content = _post(f"{base}/chat/completions", body, lf)["choices"][0]["logprobs"]["content"]
                 tops[i] = {e["token"]: float(e["logprob"]) for e in content[0]["top_logprobs"]}
+                progress.advance()
         else:  # the completions API takes a batch of prompts per request
             for s in range(0, len(texts), lf.batch_size):
                 body = {
@@ -387,6 +394,7 @@ def _endpoint_answer_logprobs(lf: LLMPromptLF, texts: list[str], context: ModelC
                 for choice in _post(f"{base}/completions", body, lf)["choices"]:
                     top = choice["logprobs"]["top_logprobs"][0]
                     tops[s + int(choice["index"])] = {t: float(v) for t, v in top.items()}
+                progress.advance(len(texts[s : s + lf.batch_size]))
     except (KeyError, IndexError, TypeError, ValueError) as e:
         if isinstance(e, LabelingFunctionError):
             raise

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from prefscale.progress import Progress
 from prefscale.rewards.base import REWARD_SCHEMA
 
 PAIRRM_SOURCE = "pairrm"
@@ -137,11 +138,13 @@ def pairrm_matrix(
     *,
     source_max_length: int | None = None,
     candidate_max_length: int | None = None,
+    label: str | None = "PairRM rewards",
 ) -> list[np.ndarray]:
     """Per prompt, PairRM's full N×N comparison logits `M` (float64); see the module docstring for their meaning.
 
     Same computation as `Blender.rank(..., return_scores=True)`, which keeps only `pairrm_scores(M)`. Prompts may
     have different numbers of candidates (each batch holds prompts with the same number); each needs >= 2.
+    Progress is logged under `label` (none when None).
     """
     import torch
     from llm_blender.blender.blender_utils import RankerDataset
@@ -158,6 +161,7 @@ def pairrm_matrix(
     for i, c in enumerate(candidates):
         by_size.setdefault(len(c), []).append(i)
     out: list[np.ndarray | None] = [None] * len(prompts)
+    progress = Progress(label, len(prompts), "prompts")
     with torch.no_grad():
         for idxs in by_size.values():
             for start in range(0, len(idxs), batch_size):
@@ -168,6 +172,7 @@ def pairrm_matrix(
                 logits = blender.ranker._full_predict(**batch)["logits"].float().cpu().numpy()
                 for i, m in zip(chunk, logits, strict=True):
                     out[i] = m.astype(np.float64)
+                progress.advance(len(chunk))
     return out  # type: ignore[return-value]
 
 

@@ -38,6 +38,7 @@ import polars as pl
 from prefscale.compute import Compute, resolve_compute
 from prefscale.config.rewards import RewardModelSettings
 from prefscale.policy.chat import chat_text
+from prefscale.progress import Progress
 from prefscale.rewards.base import ScoringContext, SourceScores
 from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore, MissingArtifactError
 
@@ -122,14 +123,24 @@ def _encode(tokenizer: Any, texts: list[str], max_length: int, device: str) -> d
     return {"input_ids": enc["input_ids"].to(device)}
 
 
-def _logits(model: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int, device: str):
+def _logits(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    max_length: int,
+    batch_size: int,
+    device: str,
+    label: str | None = None,
+):
     import torch
 
     out = []
+    progress = Progress(label, len(texts), "responses")
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             batch = _encode(tokenizer, texts[start : start + batch_size], max_length, device)
             out.append(model(**batch).logits[:, 0].float().cpu().numpy())
+            progress.advance(len(out[-1]))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -170,6 +181,7 @@ def train_reward_model(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(1, total))
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
+    progress = Progress("reward model: training", total, "steps")
     t0 = time.perf_counter()
     first = float("nan")
     epoch_losses: list[float] = []
@@ -188,6 +200,7 @@ def train_reward_model(
             epoch_losses.append(float(loss.detach()))
             if math.isnan(first):
                 first = epoch_losses[-1]
+            progress.advance(detail=f"loss={epoch_losses[-1]:.4g}")
     seconds = time.perf_counter() - t0
     model.eval()
     predicted = 1.0 / (
@@ -263,7 +276,8 @@ def score_texts(
     """The reward model's P(high) for each (prompt, response)."""
     model, tokenizer, max_length = load_reward_model(folder, compute)
     texts = [reward_model_text(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
-    return 1.0 / (1.0 + np.exp(-_logits(model, tokenizer, texts, max_length, batch_size, compute.device)))
+    logits = _logits(model, tokenizer, texts, max_length, batch_size, compute.device, "reward model: scoring")
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def reward_model_scores(candidates: pl.DataFrame, folder: Path | str, compute: Compute) -> pl.DataFrame:

@@ -28,6 +28,7 @@ import polars as pl
 from prefscale.compute import Compute
 from prefscale.config.training import DPOSettings
 from prefscale.policy.io import load_policy, save_policy
+from prefscale.progress import Progress
 
 _STEP_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 ADAPTER_DIR = "adapter"  # the LoRA adapter, beside the merged model, in a published checkpoint
@@ -211,6 +212,32 @@ def _save_merged_from_adapter(policy_dir: Path, adapter_dir: Path, out_dir: Path
     save_policy(merged, tokenizer, out_dir)
 
 
+def progress_callback(label: str = "DPO training") -> Any:
+    """A TRL/transformers `TrainerCallback` logging step / max_steps, rate, ETA and the last loss and margin
+    every tenth of the run (`prefscale.progress`), on the main process only."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        progress: Progress | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:  # a resumed run starts at its checkpoint's step
+                self.progress = Progress(label, state.max_steps, "steps", start=state.global_step)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
+        ) -> None:
+            if self.progress is not None and logs and "loss" in logs:
+                margin = f", margin={logs['rewards/margins']:.4g}" if "rewards/margins" in logs else ""
+                self.progress.update(state.global_step, f"loss={logs['loss']:.4g}{margin}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.progress is not None:
+                self.progress.update(state.global_step)
+
+    return ProgressCallback()
+
+
 def train_dpo(
     policy_dir: Path,
     pairs: pl.DataFrame,
@@ -274,7 +301,7 @@ def train_dpo(
         train_dataset=Dataset.from_list(_to_records(pairs)),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=list(callbacks) or None,
+        callbacks=[progress_callback(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the report (and MLflow), not stdout
     checkpoint = last_complete_checkpoint(work_dir) if resume and settings.save_steps is not None else None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from prefscale.artifacts import ITERATION_ASSETS as RECIPE_ITERATION_ASSETS
 
@@ -31,6 +32,9 @@ SMALL = {
     "evaluation": {"samples_per_prompt": 2},
 }
 
+# The instance's python_logs as `make run` has them (dagster.yaml): the core's progress lines reach the run log.
+DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster.yaml"
+INSTANCE_OVERRIDES = {"python_logs": yaml.safe_load(DAGSTER_YAML.read_text())["python_logs"]}
 ITERATION_ASSETS = list(RECIPE_ITERATION_ASSETS)  # what one iteration of `make run` starts with
 BOOTSTRAP_ASSETS = ["base_policy", "eval_prompts", "eval_baseline"]
 
@@ -75,7 +79,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
 
     assets = list(definitions.defs.assets)
     (home / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+    with dg.instance_for_test(temp_dir=str(home / "dagster"), overrides=INSTANCE_OVERRIDES) as instance:
         p = Pipeline(home=home, instance=instance, assets=assets, resources=resources)
         assert p.materialize(BOOTSTRAP_ASSETS).success
         for i in ("1", "2", "3"):

@@ -14,6 +14,7 @@ from prefscale.compute import resolve_compute
 from prefscale.evaluation.judges.base import Judge, JudgeContext
 from prefscale.policy.chat import chat_text
 from prefscale.policy.io import load_policy
+from prefscale.progress import Progress
 
 # --------------------------------------------------------------------------------------------- local LLM judge
 
@@ -63,6 +64,7 @@ class LocalLLMJudge(Judge):
         self.batch_size = batch_size
         self.max_length = max_length
         self._loaded: tuple[Any, Any] | None = None
+        self._progress: Progress | None = None  # `_judge`'s count over both orders
 
     @property
     def annotator(self) -> str:
@@ -138,6 +140,7 @@ class LocalLLMJudge(Judge):
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         device = next(model.parameters()).device
         takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        progress = self._progress or Progress(None, 0)
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
@@ -156,11 +159,16 @@ class LocalLLMJudge(Judge):
                 probs = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
                 for row, k in enumerate(chunk):
                     out[k] = float(probs[row])
+                progress.advance(len(chunk))
         return out
 
     def _judge(self, pairs: pl.DataFrame):
         rows = pairs.select("instruction", "output_1", "output_2").rows()
-        first = self.prob_a([(i, ref, mod) for i, ref, mod in rows])  # reference as A
-        second = self.prob_a([(i, mod, ref) for i, ref, mod in rows])  # model as A
+        self._progress = Progress(f"judge {self.annotator}", 2 * len(rows), "questions")  # both orders
+        try:
+            first = self.prob_a([(i, ref, mod) for i, ref, mod in rows])  # reference as A
+            second = self.prob_a([(i, mod, ref) for i, ref, mod in rows])  # model as A
+        finally:
+            self._progress = None
         prefs = [swap_averaged_preference(float(f), float(s)) for f, s in zip(first, second, strict=True)]
         return prefs, [2.0 - p for p in prefs], [p - 1.0 for p in prefs]

@@ -85,6 +85,7 @@ class PairRMJudge(Judge):
             pairs["instruction"].to_list(),
             [[a, b] for a, b in zip(pairs["output_1"], pairs["output_2"], strict=True)],
             self.batch_size,
+            label=f"judge {self.annotator}",
         )
         p_model = [float(win_probabilities(m)[1, 0]) for m in mats]  # row 1 = the model, column 0 = the ref
         return [1.0 + p for p in p_model], [1.0 - p for p in p_model], p_model

@@ -23,6 +23,7 @@ from prefscale.config.recipe import (
     recipe_input_problems,
     resolve_recipe_path,
 )
+from prefscale.progress import log_to_stderr
 from prefscale.storage import default_home
 
 
@@ -54,8 +55,9 @@ def recipe_summary(recipe: Recipe) -> str:
 
 
 def validate_recipe(name_or_path: str) -> tuple[Path, Recipe]:
-    """Load a recipe and check what it reads: local files exist, the prompts file's rows are usable and fill
-    every split, Python labeling functions import; `RecipeError` naming every bad field otherwise.
+    """Load a recipe and check what it reads: local files and `labeling.modules` folders exist, the prompts file's
+    rows are usable and fill every split, Python labeling functions import; `RecipeError` naming every bad field
+    otherwise.
 
     Nothing here touches the network: hub ids are accepted as they are written.
     """
@@ -67,8 +69,9 @@ def validate_recipe(name_or_path: str) -> tuple[Path, Recipe]:
     problems = [
         *recipe_input_problems(recipe),
         *prompt_pool_problems(recipe.data, recipe.iterations, recipe.seed, recipe.labeling.task_types),
-        *python_lf_problems(recipe.labeling.all_functions),
     ]
+    if not recipe.labeling.module_problems():  # else every function in the missing folder would fail again
+        problems += python_lf_problems(recipe.labeling.all_functions)
     if problems:
         raise RecipeError("\n".join([f"invalid recipe {path}:", *(f"  - {p}" for p in problems)]))
     return path, recipe
@@ -428,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_to_stderr()  # progress of long steps on stderr; stdout stays the command's output
     try:
         return int(args.func(args))
     except RecipeError as e:

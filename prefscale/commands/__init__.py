@@ -6,6 +6,7 @@ the parsed `argparse.Namespace` and returning an exit code). `prefscale.cli` reg
 """
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "prefscale.commands.init",
     "prefscale.commands.alpacaeval",
     "prefscale.commands.bench",
     "prefscale.commands.score",

@@ -21,6 +21,14 @@ ranker folder or `tiny`), comparing the rows that share a prompt. Bad rows (inva
 non-string prompt/response) are listed by line number and nothing is written (exit code 2); the output is
 written to a temporary file and renamed into place.
 
+With --recipe RECIPE (a name in recipes/ or a YAML path; instead of --lf-pack) the recipe's own labeling
+functions vote and its label model (its settings and seed) gives P(high), the pipeline's label_model reward.
+Each row's task type, which task-scoped functions read, is the row's own `task_type` if it has one, else that
+of the same prompt in the recipe's prompts (file or embedded), else the recipe's labeling.task_types rules, then
+its task_classifier. Model-backed functions on `model: base_policy` need --base-policy DIR (the recipe's
+base_policy artifact folder); without it the command fails naming them, unless --skip-model-lfs leaves every
+model-backed function out. A per-function table (coverage, conflicts, estimated accuracy) follows the summary.
+
 Measuring (--eval-alpaca-pairs DIR): DIR holds AlpacaEval annotation files of several models against the same
 reference. For each instruction, two models whose judge preferences differ by at least --min-gap form a pair
 (the judge prefers the one with the higher preference). Every answer is scored with the chosen source, and the
@@ -72,9 +80,80 @@ def _print_eval(r: dict[str, Any]) -> None:
     )
 
 
+def _recipe_conflicts(args: argparse.Namespace) -> str | None:
+    """What --recipe cannot be combined with (one message), or the recipe-only options given without it."""
+    if args.recipe is None:
+        if args.base_policy or args.skip_model_lfs:
+            return "--base-policy and --skip-model-lfs go with --recipe"
+        return None
+    given = [
+        flag
+        for flag, on in (
+            ("--lf-pack", args.lf_pack is not None),
+            ("--eval-alpaca-pairs", bool(args.eval_alpaca_pairs)),
+            ("--model", bool(args.model)),
+            (f"--reward {args.reward}", args.reward != "label_model"),
+        )
+        if on
+    ]
+    if given:
+        return (
+            f"--recipe and {', '.join(given)} cannot be combined: --recipe scores --input rows with the recipe's "
+            "labeling functions and label model (--lf-pack: an LF pack's instead)"
+        )
+    if args.base_policy and args.skip_model_lfs:
+        return "--base-policy and --skip-model-lfs cannot be combined"
+    return None
+
+
+def _run_recipe(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from prefscale.report import text_table  # lazy: CLI start-up
+    from prefscale.tools.score import ScoreInputError  # lazy: CLI start-up
+    from prefscale.tools.score_recipe import score_file_with_recipe  # lazy: CLI start-up
+
+    try:
+        summary = score_file_with_recipe(
+            args.input,
+            args.output,
+            args.recipe,
+            base_policy=args.base_policy,
+            skip_model_lfs=args.skip_model_lfs,
+            seed=args.seed,
+        )
+    except (ScoreInputError, ValueError, OSError) as e:  # bad rows, recipe, functions or model folder
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    types = ", ".join(f"{t} {n}" for t, n in summary["task_types"].items())
+    origins = ", ".join(f"{n} from {o}" for o, n in sorted(summary["task_type_origins"].items()))
+    print(
+        f"scored {summary['rows']} rows with {summary['source']} -> {args.output} "
+        f"(reward mean {summary['mean']:.4f}, min {summary['min']:.4f}, max {summary['max']:.4f}, "
+        f"{summary['distinct']} distinct)"
+    )
+    print(f"task types: {types} ({origins})")
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(text_table(summary["analysis"].with_columns(pl.col(pl.Float64).round(3))))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    from prefscale.config.labeling import DEFAULT_PACK  # lazy: CLI start-up
     from prefscale.tools.score import ScoreInputError, evaluate_alpaca_pairs, score_file  # lazy: CLI start-up
 
+    conflict = _recipe_conflicts(args)
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return 2
+    if args.recipe is not None:
+        if not args.input or not args.output:
+            print("error: --recipe scores rows: give --input and --output", file=sys.stderr)
+            return 2
+        return _run_recipe(args)
+    pack = args.lf_pack or DEFAULT_PACK
+    seed = 0 if args.seed is None else args.seed
     if args.eval_alpaca_pairs:
         if args.input or args.output:
             print("error: --eval-alpaca-pairs takes no --input/--output", file=sys.stderr)
@@ -83,10 +162,10 @@ def _run(args: argparse.Namespace) -> int:
             r = evaluate_alpaca_pairs(
                 args.eval_alpaca_pairs,
                 source=args.reward,
-                pack=args.lf_pack,
+                pack=pack,
                 model=args.model,
                 min_gap=args.min_gap,
-                seed=args.seed,
+                seed=seed,
             )
         except (ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
@@ -101,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = score_file(
-            args.input, args.output, source=args.reward, pack=args.lf_pack, model=args.model, seed=args.seed
+            args.input, args.output, source=args.reward, pack=pack, model=args.model, seed=seed
         )
     except (ScoreInputError, ValueError, OSError) as e:  # bad rows, pack, source or model folder
         print(f"error: {e}", file=sys.stderr)
@@ -121,7 +200,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "score", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--input", metavar="IN.jsonl", help="rows with string fields prompt and response")
+    p.add_argument(
+        "--input",
+        metavar="IN.jsonl",
+        help="rows with string fields prompt and response (optionally finish_reason; task_type, read by --recipe)",
+    )
     p.add_argument("--output", metavar="OUT.jsonl", help="the same rows with a float reward")
     p.add_argument(
         "--reward",
@@ -131,14 +214,37 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--lf-pack",
-        default=DEFAULT_PACK,
+        default=None,
         metavar="NAME|PATH",
-        help=f"label_model: an LF pack in recipes/lf_packs/ or a YAML path (default {DEFAULT_PACK})",
+        help=f"label_model: an LF pack in recipes/lf_packs/ or a YAML path (default {DEFAULT_PACK}); not with "
+        "--recipe",
+    )
+    p.add_argument(
+        "--recipe",
+        metavar="NAME|PATH",
+        help="label_model with a recipe's own labeling functions, task types and label model (a name in "
+        "recipes/ or a YAML path) instead of an LF pack",
+    )
+    p.add_argument(
+        "--base-policy",
+        metavar="DIR",
+        help="--recipe: the model folder that `model: base_policy` functions run on (e.g. "
+        "$PREFSCALE_HOME/artifacts/base_policy/all/current)",
+    )
+    p.add_argument(
+        "--skip-model-lfs",
+        action="store_true",
+        help="--recipe: leave out the recipe's model-backed functions (said in the output)",
     )
     p.add_argument(
         "--model", help="reward_model: a model folder; pairrm: a hub id, a ranker folder or 'tiny'"
     )
-    p.add_argument("--seed", type=int, default=0, help="label model / tiny ranker seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="label model / tiny ranker seed (default 0; with --recipe, the recipe's seed)",
+    )
     p.add_argument(
         "--eval-alpaca-pairs",
         metavar="DIR",

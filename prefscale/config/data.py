@@ -23,7 +23,8 @@ class DataConfig(_Strict):
     path: str | None = Field(
         default=None,
         description="file only: a JSONL, JSON, CSV or Parquet file with a `prompt` column (optionally "
-        "`task_type`); relative to the working directory",
+        "`task_type`); relative to the working directory, or to the recipe file's folder when written `./...` "
+        "or `../...` (as `prefscale init` writes it)",
     )
     dataset: str | None = Field(
         default=None,

@@ -62,6 +62,13 @@ class LabelingConfig(_Strict):
         "length, unfinished, python, snorkel; model-backed kinds listed here are moved to model_functions); names "
         "unique",
     )
+    modules: tuple[str, ...] = Field(
+        default=(),
+        description="folders that hold the modules of `python` and `snorkel` functions, relative to the recipe "
+        "file's folder (or absolute): each is put on the import path whenever the recipe is loaded (the CLI, "
+        "Dagster, `make run`), so `modules: [.]` imports a module that sits beside the recipe with no PYTHONPATH "
+        "from any working directory; `prefscale recipe validate` fails naming a folder that does not exist",
+    )
     model_functions: tuple[ModelLabelingFunction, ...] = Field(
         default=(),
         description="model-backed labeling functions (kind llm_prompt, perplexity or similarity), run batched "
@@ -106,6 +113,14 @@ class LabelingConfig(_Strict):
     def all_functions(self) -> tuple[Any, ...]:
         """Every labeling function: `functions`, then `model_functions`."""
         return (*self.functions, *self.model_functions)
+
+    def module_problems(self) -> list[str]:
+        """One message per `modules` folder that does not exist; [] when all do."""
+        return [
+            f"labeling.modules: folder not found: {m}"
+            for m in self.modules
+            if not Path(m).expanduser().is_dir()
+        ]
 
 
 def _expand_pack(data: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from prefscale.config.pairs import PairsConfig
 from prefscale.config.policy import PolicyConfig
 from prefscale.config.rewards import RewardConfig, SFTConfig
 from prefscale.config.training import DPOSettings
+from prefscale.labeling.pattern_kinds import add_lf_module_dirs
 
 RECIPES_DIR = Path(os.environ.get("PREFSCALE_RECIPES_DIR", Path(__file__).resolve().parents[2] / "recipes"))
 
@@ -80,7 +81,8 @@ def recipe_input_problems(recipe: Recipe) -> list[str]:
     """What a recipe reads from local disk that is not there, one message per field; [] when all exist.
 
     Hub ids (`org/name`) are accepted as they are: checking them would need the network. Relative paths are
-    relative to the working directory (the repository root for `make` and Dagster).
+    relative to the working directory (the repository root for `make` and Dagster), except `labeling.modules`
+    and a `data.path` written `./...` or `../...`, made absolute from the recipe file's folder when it is loaded.
     """
     problems = []
     d = recipe.data
@@ -102,6 +104,7 @@ def recipe_input_problems(recipe: Recipe) -> list[str]:
             problems.append(f"evaluation.{name}: model folder not found: {ref}")
     if recipe.dpo.accelerate_config and not Path(recipe.dpo.accelerate_config).expanduser().is_file():
         problems.append(f"dpo.accelerate_config: file not found: {recipe.dpo.accelerate_config}")
+    problems += recipe.labeling.module_problems()
     return problems
 
 
@@ -138,9 +141,14 @@ def parse_recipe(data: Any, source: str = "<dict>") -> Recipe:
 
 
 def resolve_recipe_path(name_or_path: str) -> Path:
-    """A recipe file path, or the name of a recipe shipped in the repository's `recipes/`."""
+    """A recipe file path, a folder holding `recipe.yaml` (as `prefscale init` writes), or the name of a recipe
+    shipped in the repository's `recipes/`."""
     p = Path(name_or_path)
+    if p.is_dir() and (p / "recipe.yaml").is_file():
+        return p / "recipe.yaml"
     if p.suffix in {".yaml", ".yml"} or p.exists():
+        if p.is_dir():
+            raise RecipeError(f"recipe file not found: {p} is a folder without a recipe.yaml")
         if not p.is_file():
             raise RecipeError(f"recipe file not found: {p}")
         return p
@@ -155,12 +163,40 @@ def load_recipe(name_or_path: str, overrides: dict[str, Any] | None = None) -> R
     """Load and validate a recipe by name or path, with optional nested overrides (e.g. for tests)."""
     path = resolve_recipe_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise RecipeError(f"invalid recipe {path}: not valid YAML ({e})") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise RecipeError(f"invalid recipe {path}: not UTF-8 text (line {line}); save it as UTF-8") from None
+    except OSError as e:
+        raise RecipeError(f"cannot read the recipe {path}: {e.strerror or e}") from None
     if overrides:
         data = deep_merge(data or {}, overrides)
-    return parse_recipe(data, str(path))
+    recipe = parse_recipe(_recipe_relative(data, path.parent), str(path))
+    add_lf_module_dirs(recipe.labeling.modules)
+    return recipe
+
+
+def _recipe_relative(data: Any, folder: Path) -> Any:
+    """The recipe mapping with the paths that are relative to the recipe file made absolute from `folder` (the
+    recipe file's own), so they mean the same from any working directory and in every process that loads the
+    file: every `labeling.modules` folder, and a `data.path` written `./...` or `../...`."""
+    if not isinstance(data, dict):
+        return data
+    base = folder.expanduser().resolve()
+    labeling, d = data.get("labeling"), data.get("data")
+    modules = labeling.get("modules") if isinstance(labeling, dict) else None
+    if isinstance(modules, list | tuple):  # else absent, or a wrong type the schema names
+        absolute = [
+            os.path.normpath(base / Path(m).expanduser()) if isinstance(m, str) and m.strip() else m
+            for m in modules
+        ]
+        data = {**data, "labeling": {**labeling, "modules": absolute}}
+    path = d.get("path") if isinstance(d, dict) else None
+    if isinstance(path, str) and path.replace("\\", "/").startswith(("./", "../")):
+        data = {**data, "data": {**d, "path": os.path.normpath(base / path)}}
+    return data
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -383,9 +383,28 @@ class SnorkelLF(_LFCommon):
         return int(value)
 
 
+def add_lf_module_dirs(folders: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Put the recipe's `labeling.modules` folders on the import path (appended once each, so a team module never
+    shadows an installed package), so `kind: python` / `kind: snorkel` modules in them import in this process
+    without PYTHONPATH; folders that do not exist are skipped (`prefscale recipe validate` names them). Returns
+    the folders added now."""
+    added = []
+    on_path = {os.path.abspath(p or os.curdir) for p in sys.path}
+    for folder in folders:
+        path = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        if path not in on_path and os.path.isdir(path):
+            sys.path.append(path)
+            on_path.add(path)
+            added.append(path)
+    if added:
+        importlib.invalidate_caches()  # a module written since the last import attempt must be found
+    return added
+
+
 def _import_module(name: str) -> Any:
     """`importlib.import_module`, and, when the module is not found and the working directory is not on
-    `sys.path` (the `prefscale` console script), again with it appended: team modules live in the repository."""
+    `sys.path` (the `prefscale` console script), again with it appended: team modules live in the repository
+    (or in a recipe's `labeling.modules` folders, put on the path by `add_lf_module_dirs` when it is loaded)."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
@@ -465,8 +484,10 @@ def _snorkel_fingerprint(lf: Any) -> str:
 def python_lf_problems(functions: Sequence[Any]) -> list[str]:
     """One message per `kind: python` or `kind: snorkel` function whose object cannot be imported now (a missing
     module, a missing name, an import that raises) or is not what its kind calls (not callable; not a Snorkel
-    `LabelingFunction`; a Snorkel one declared `kind: python`); [] when all import."""
-    problems = []
+    `LabelingFunction`; a Snorkel one declared `kind: python`); [] when all import. Functions whose module fails to
+    import the same way share one message."""
+    problems: list[str | tuple[str, str]] = []  # a message, or the (module, why) key of a shared failure
+    broken: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (module, why) -> its (function, spec)s
     for lf in functions:
         if not isinstance(lf, PythonLF | SnorkelLF):
             continue
@@ -478,14 +499,32 @@ def python_lf_problems(functions: Sequence[Any]) -> list[str]:
             continue
         except Exception as e:  # whatever importing the team's module raises is the message
             why = f"{type(e).__name__}: {e}".splitlines()[0]
-            problems.append(
-                f"labeling function {lf.name!r}: cannot import {spec} ({why}); the module must be "
-                "importable from the working directory (the repository root for `make` and Dagster)"
-            )
+            if isinstance(e, AttributeError | TypeError):  # the module imported; this name is wrong
+                problems.append(f"labeling function {lf.name!r}: cannot import {spec} ({why})")
+                continue
+            module = spec.partition(":")[0]
+            if isinstance(e, ModuleNotFoundError) and e.name == module.split(".")[0]:
+                why += (
+                    "; put it in a folder that labeling.modules lists (relative to the recipe file, e.g. "
+                    "`modules: [.]` for one beside it) or under the working directory (the repository root for "
+                    "`make` and Dagster)"
+                )
+            if (module, why) not in broken:
+                problems.append((module, why))
+            broken.setdefault((module, why), []).append((lf.name, spec))
             continue
         if isinstance(lf, PythonLF) and _is_snorkel_lf(obj):
             problems.append(
                 f"labeling function {lf.name!r}: {spec} is a snorkel.labeling.LabelingFunction; declare it "
                 f"`kind: snorkel` with `object: {spec}` so it is applied as PandasLFApplier applies it"
             )
-    return problems
+    return [p if isinstance(p, str) else _import_failure(*p, broken[p]) for p in problems]
+
+
+def _import_failure(module: str, why: str, lfs: Sequence[tuple[str, str]]) -> str:
+    """One message for the functions a module's failed import breaks."""
+    if len(lfs) == 1:
+        (name, spec), *_ = lfs
+        return f"labeling function {name!r}: cannot import {spec} ({why})"
+    names = ", ".join(repr(name) for name, _ in lfs)
+    return f"labeling functions {names}: cannot import {module} ({why})"

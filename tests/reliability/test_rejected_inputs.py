@@ -111,6 +111,11 @@ CASES = [
         "r.yaml",
     ),
     Case(
+        "recipe-not-utf8",
+        lambda d: ["recipe", "validate", str(_write(d / "r.yaml", b"name: x\n\xff\n"))],
+        "not UTF-8 text (line 2)",
+    ),
+    Case(
         "recipe-top-level-list",
         lambda d: ["recipe", "validate", str(_write(d / "r.yaml", "- a\n- b\n"))],
         "expected a mapping",
@@ -200,6 +205,11 @@ CASES = [
         "duplicate labeling function names: ['mentions_company']",
     ),
     Case("lf-unknown-kind", _add_lf({"name": "x", "kind": "telepathy"}), "Input tag 'telepathy' found using 'kind'"),
+    Case(
+        "lf-modules-folder-missing",
+        lambda d: _recipe(d, lambda r: r["labeling"].update(modules=["team_lfs"])),
+        "labeling.modules: folder not found:",
+    ),
     # --- DPO settings ------------------------------------------------------------------------------------------
     Case("dpo-negative-beta", lambda d: _recipe(d, _set("dpo.beta", -0.1)), "dpo.beta"),
     Case("dpo-unknown-loss", lambda d: _recipe(d, _set("dpo.loss_type", "magic")), "dpo.loss_type"),
@@ -216,6 +226,10 @@ CASES = [
     Case("score-unknown-reward", _score(_jsonl(ROWS), "--reward", "vibes"), "invalid choice: 'vibes'"),
     Case("score-reward-model-without-model", _score(_jsonl(ROWS), "--reward", "reward_model"), "--model"),
     Case("score-eval-pairs-missing-dir", lambda d: ["score", "--eval-alpaca-pairs", str(d / "none")], "none: no such folder"),
+    Case("score-recipe-with-lf-pack", _score(_jsonl(ROWS), "--recipe", "embedded", "--lf-pack", "helpfulness"), "--recipe and --lf-pack cannot be combined"),
+    Case("score-recipe-model-lfs-without-policy", _score(_jsonl(ROWS), "--recipe", "embedded"), "run on the base policy: pass --base-policy DIR"),
+    # --- prefscale init ----------------------------------------------------------------------------------------
+    Case("init-into-a-non-empty-folder", lambda d: ["init", str(_write(d / "team" / "notes.txt", "ours").parent)], "is not empty"),
     # --- prefscale alpacaeval ----------------------------------------------------------------------------------
     Case("alpacaeval-missing-file", lambda d: ["alpacaeval", "--annotations", str(d / "a.json")], "a.json"),
     Case("alpacaeval-malformed-json", _alpacaeval('[{"instruction": "x",'), "annotations.json"),

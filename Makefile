@@ -103,16 +103,18 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@echo
 	@$(BIN)/prefscale leaderboard
 
-# The venv first on PATH: in `dagster dev`, dagster-dbt runs `dbt parse` with the `dbt` it finds there.
+# sensors/ui.py: ends runs whose process died (sensors/recovery.py), prints the UI's address and the automations
+# that are on, then runs `dagster dev` in its own process group with PREFSCALE_DAGSTER_URL set and the venv first
+# on PATH. `exec`: the launcher is make's own child, so the SIGTERM GNU make forwards to its children reaches it.
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	@$(BIN)/python sensors/recovery.py
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+	@exec $(BIN)/python -m sensors.ui --host 127.0.0.1 --port $(PORT) --workspace workspace.yaml
 
 .PHONY: mlflow-ui ui-deps
 
 # MLflow UI over the tracking store the DPO checkpoints log to (http://127.0.0.1:$(MLFLOW_PORT)).
 mlflow-ui: $(STAMP)
 	@mkdir -p $(PREFSCALE_HOME)/mlruns
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning"
 	$(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 	  --backend-store-uri sqlite:///$(PREFSCALE_HOME)/mlflow.db --default-artifact-root $(PREFSCALE_HOME)/mlruns
 

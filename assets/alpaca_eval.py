@@ -146,9 +146,7 @@ def alpaca_eval_results(
             metrics, ["win_rate", "standard_error", "lc_win_rate", "avg_length", "n_total"]
         ),
         tags={
-            "dagster.run_id": context.run.run_id,
-            "dagster.asset_key": ALPACA_EVAL_RESULTS.to_user_string(),
-            "dagster.partition": str(i),
+            **mlflow.run_tags(context, ALPACA_EVAL_RESULTS),
             "alpaca_eval_results.sha256": ref.digest,
             "alpaca_eval_results.version": ref.version,
         },
@@ -167,8 +165,10 @@ def alpaca_eval_results(
             value = ckpt_row[col][0] if ckpt_row.height else None
             if value is not None:
                 meta[f"{col}_{label}"] = round(float(value), 4)
+    preview = eval_lineage.results_preview(plot_data)  # first: small enough to show in place
     return dg.MaterializeResult(
         metadata={
+            **({"plot_preview": dg.MetadataValue.md(preview)} if preview else {}),
             **meta,
             "reference": reference,
             "plot": dg.MetadataValue.md(eval_lineage.png_markdown(png, "alpaca_eval_results per iteration")),

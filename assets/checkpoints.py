@@ -158,11 +158,7 @@ def dpo_checkpoint(
         seed=seed,
         device=dev.describe(),
         report=rep,
-        run_tags={
-            "dagster.run_id": context.run.run_id,
-            "dagster.asset_key": DPO_CHECKPOINT.to_user_string(),
-            "dagster.partition": str(i),
-        },
+        run_tags=mlflow.run_tags(context, DPO_CHECKPOINT),
         register=loaded.ok,
     )
     return dg.MaterializeResult(

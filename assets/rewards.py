@@ -21,7 +21,7 @@ from assets.partitions import ITERATIONS, iteration_of
 from assets.reward_model import REWARD_MODEL
 from prefscale.artifacts import REWARDS_FINITE
 from prefscale.config.recipe import load_recipe
-from prefscale.report import markdown_table
+from prefscale.report import histogram_markdown, markdown_table
 from resources import ComputeResource, RecipeResource, StorageResource
 
 REWARD_SCORES = dg.AssetKey("reward_scores")
@@ -154,6 +154,8 @@ def reward_scores(
         .with_columns(pl.col("response").str.slice(0, 80))
         .drop("prompt_id")
     )
+    preview = histogram_markdown(rewards["reward"].to_list(), "final reward distribution")
+    meta = {**({"distribution_preview": dg.MetadataValue.md(preview)} if preview else {}), **meta}
     meta.update(
         {
             "dagster/row_count": rewards.height,

@@ -14,7 +14,7 @@ from dagster_dbt import DbtCliResource
 
 from prefscale.compute import Compute, resolve_compute
 from prefscale.config.recipe import Recipe, load_recipe
-from prefscale.lineage.mlflow_runs import tracking_uri_for
+from prefscale.lineage.mlflow_runs import DAGSTER_URL_ENV, dagster_run_tags, tracking_uri_for
 from prefscale.storage import ArtifactStore, default_home
 from prefscale.warehouse import connect_read_only
 
@@ -64,13 +64,22 @@ class ComputeResource(dg.ConfigurableResource):
 
 
 class MLflowResource(dg.ConfigurableResource):
-    """MLflow tracking (sqlite under PREFSCALE_HOME unless a URI is given)."""
+    """MLflow tracking (sqlite under PREFSCALE_HOME unless a URI is given). `dagster_url`: the Dagster UI's base
+    URL, for the note on each MLflow run linking back to its Dagster run (default: PREFSCALE_DAGSTER_URL, which
+    `make ui` sets; without either, the runs carry the Dagster run id only)."""
 
     tracking_uri: str = ""
     experiment: str = "prefscale"
+    dagster_url: str = ""
 
     def uri(self, home: Path) -> str:
         return self.tracking_uri or tracking_uri_for(home)
+
+    def run_tags(self, context: dg.AssetExecutionContext, asset_key: dg.AssetKey) -> dict[str, str]:
+        """The MLflow tags of a run made by this materialization: Dagster run id, asset, partition, links."""
+        partition = context.partition_key if context.has_partition_key else None
+        base = self.dagster_url or os.environ.get(DAGSTER_URL_ENV, "")
+        return dagster_run_tags(context.run.run_id, asset_key.to_user_string(), partition, base)
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -13,6 +13,7 @@ import polars as pl
 
 from prefscale.config.training import DPOSettings
 from prefscale.lineage.mlflow_runs import (
+    NOTE_TAG,
     log_training_run,
     pairs_dataset,
     register_checkpoint,
@@ -64,8 +65,9 @@ def record_checkpoint(
 ) -> CheckpointLineage:
     """Log the training run of `checkpoint` and, when `register` (it loads), register it as a model version.
 
-    `run_tags` are the orchestrator's (Dagster run id, asset key, partition); the inputs' versions, the pairs'
-    and the checkpoint's digests are added here.
+    `run_tags` are the orchestrator's (`dagster_run_tags`: Dagster run id, asset key, partition, and the note
+    linking back to the Dagster UI when its URL is known); the inputs' versions, the pairs' and the checkpoint's
+    digests are added here. The model version carries the same tags but the note, which goes to its description.
     """
     started_from = artifact_label(start)
     params = {
@@ -123,7 +125,14 @@ def record_checkpoint(
             name,
             source=str(checkpoint.path),
             run_id=run_id,
-            tags={**tags, "recipe": recipe, "mlflow.run_id": run_id},
-            description=f"dpo_checkpoint[{iteration}]@{checkpoint.version} from {started_from}",
+            tags={
+                **{k: v for k, v in tags.items() if k != NOTE_TAG},
+                "recipe": recipe,
+                "mlflow.run_id": run_id,
+            },
+            description="\n\n".join(
+                [f"dpo_checkpoint[{iteration}]@{checkpoint.version} from {started_from}"]
+                + ([tags[NOTE_TAG]] if NOTE_TAG in tags else [])
+            ),
         )
     return CheckpointLineage(run_id, name, version)

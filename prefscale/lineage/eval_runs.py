@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from prefscale.lineage.mlflow_runs import mlflow_client, open_run
+from prefscale.report import line_chart_markdown
 
 RUN_PREFIX = "alpaca_eval-"
 KIND_TAG = "prefscale.kind"
@@ -110,6 +111,22 @@ def results_png(metrics: pl.DataFrame, title: str = "alpaca_eval_results") -> by
     fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+def results_preview(metrics: pl.DataFrame) -> str:
+    """The win rate per iteration, one line per judge, as a markdown SVG small enough for the Dagster UI to show
+    in place (`prefscale.report.line_chart_markdown`); "" when it would not fit (the PNG stays the full plot)."""
+    series = {
+        judge: [
+            (float(it), float(w))
+            for it, w in metrics.filter(pl.col("judge") == judge).select("iteration", "win_rate").rows()
+            if w is not None
+        ]
+        for judge in metrics["judge"].unique(maintain_order=True).to_list()
+    }
+    return line_chart_markdown(
+        series, "win rate vs reference per iteration, 0-1", y_range=(0.0, 1.0), hline=0.5
+    )
 
 
 def png_markdown(png: bytes, alt: str) -> str:

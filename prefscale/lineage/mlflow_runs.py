@@ -26,14 +26,84 @@ def mlflow_client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# MLflow 3's UI shows an experiment as "GenAI apps & agents" or as "Model training" (machine learning). The tag
+# records the kind on the experiment; MLflow 3.17's UI itself picks the view from its sidebar switch (kept in the
+# browser) or from the `workflowType` URL parameter, so every MLflow link prefscale prints carries that too.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+ML_VIEW_QUERY = "workflowType=machine_learning"
+MLFLOW_UI = "http://127.0.0.1:5000"  # `make mlflow-ui`
+
+
 def ensure_experiment(tracking_uri: str, name: str, artifact_root: Path) -> str:
-    """Experiment id, creating it with an explicit artifact location under `artifact_root`."""
+    """Experiment id, creating it with an explicit artifact location under `artifact_root`.
+
+    The experiment is tagged as a model-training one (`EXPERIMENT_KIND_TAG`); an existing experiment without the
+    tag gets it, one whose kind was chosen (in the UI or by hand) keeps it.
+    """
     client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return str(exp.experiment_id)
     artifact_root.mkdir(parents=True, exist_ok=True)
-    return str(client.create_experiment(name, artifact_location=artifact_root.as_uri()))
+    return str(
+        client.create_experiment(
+            name, artifact_location=artifact_root.as_uri(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
+    )
+
+
+# --- links back to Dagster -----------------------------------------------------------------------------------
+
+DAGSTER_URL_ENV = "PREFSCALE_DAGSTER_URL"  # the Dagster UI's base URL; `make ui` sets it for its runs
+NOTE_TAG = "mlflow.note.content"  # the run's "Description" in the MLflow UI (markdown)
+
+
+def dagster_base_url(value: str | None) -> str:
+    """`value` as a base URL (`http(s)://host[:port][/prefix]`, no trailing slash); "" when unset or not one."""
+    from urllib.parse import urlsplit
+
+    url = (value or "").strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query or parts.fragment:
+        return ""
+    return url
+
+
+def dagster_run_tags(
+    run_id: str, asset_key: str, partition: str | None, base_url: str = ""
+) -> dict[str, str]:
+    """The tags linking an MLflow run to the Dagster run that made it.
+
+    Always `dagster.run_id`, `dagster.asset_key` and `dagster.partition` (when partitioned). With a base URL
+    (`dagster_base_url`), also `dagster.run_url` and a note (the run's description in the MLflow UI) with
+    markdown links to the Dagster run and to the asset (its partition); without one, no URL at all.
+    """
+    from urllib.parse import quote
+
+    tags = {"dagster.run_id": run_id, "dagster.asset_key": asset_key}
+    if partition is not None:
+        tags["dagster.partition"] = partition
+    base = dagster_base_url(base_url)
+    if not base:
+        return tags
+    run_link = f"{base}/runs/{quote(run_id, safe='')}"
+    asset_path = "/".join(quote(part, safe="") for part in asset_key.split("/"))
+    asset_link = f"{base}/assets/{asset_path}"
+    asset_label = asset_key
+    if partition is not None:
+        asset_link += f"?view=partitions&partition={quote(partition, safe='')}"
+        asset_label += f"[{partition}]"
+    tags["dagster.run_url"] = run_link
+    tags[NOTE_TAG] = (
+        f"Made by [Dagster run {run_id}]({run_link}), materializing [{asset_label}]({asset_link})."
+    )
+    return tags
 
 
 @contextlib.contextmanager
@@ -98,9 +168,9 @@ def _metric_key(k: str) -> str:
 
 
 def run_url(tracking_uri: str, run_id: str, experiment_id: str | None = None) -> str:
-    """Where to find the run: the MLflow UI route (served by `make mlflow-ui`)."""
+    """Where to find the run: the MLflow UI route (served by `make mlflow-ui`), in its model-training view."""
     exp = experiment_id or mlflow_client(tracking_uri).get_run(run_id).info.experiment_id
-    return f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{run_id}"
+    return f"{MLFLOW_UI}/#/experiments/{exp}/runs/{run_id}?{ML_VIEW_QUERY}"
 
 
 def find_training_runs(tracking_uri: str, experiment: str, checkpoint_sha256: str) -> list[dict[str, Any]]:

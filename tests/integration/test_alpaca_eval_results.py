@@ -74,6 +74,9 @@ def test_materialized_with_lineage_and_metadata(judged):
         meta = mat.metadata
         assert meta["version"].value == ref.version
         assert "data:image/png;base64," in meta["plot"].value
+        # the preview comes first and is short enough for the Dagster UI to show it in place
+        assert next(iter(meta)) == "plot_preview" and len(meta["plot_preview"].value) < 1000
+        assert "data:image/svg+xml," in meta["plot_preview"].value
         for label in LABELS:
             assert "| variant | iteration |" in meta[f"judge_{label}"].value
         assert meta["mlflow_run_id"].value

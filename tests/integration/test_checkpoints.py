@@ -83,6 +83,7 @@ def test_training_ran_out_of_process_and_reported_through_pipes(pipeline):
 def test_mlflow_run_dataset_input_and_registered_model_version(pipeline):
     client = MlflowClient(tracking_uri=f"sqlite:///{pipeline.home / 'mlflow.db'}")
     exp = client.get_experiment_by_name("prefscale")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow's model-training view
     runs = {r.data.tags["dagster.partition"]: r for r in client.search_runs([exp.experiment_id])}
     store = ArtifactStore(pipeline.home)
     versions = client.search_model_versions("name = 'prefscale-embedded'")

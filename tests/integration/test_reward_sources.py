@@ -104,6 +104,8 @@ def test_reward_source_runs_one_iteration(source, tmp_path, restore_home):
     assert (rewards[f"score_{source}"] == rewards["reward"]).all()  # one source: the raw score
     assert meta["reward_scores"]["source"].value == ("pairrm[tiny]" if source == "pairrm" else source)
     assert "data:image/png;base64," in meta["reward_scores"]["distribution"].value
+    preview = meta["reward_scores"]["distribution_preview"].value  # shown in place by the Dagster UI
+    assert preview.startswith("![final reward distribution](data:image/svg+xml,") and len(preview) < 1000
     manifest = store.manifest(store.current("reward_scores", "1"))
     used = {i["asset"] for i in manifest["inputs"]}
     if source == "reward_model":

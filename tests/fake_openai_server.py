@@ -35,6 +35,7 @@ class FakeServer:
                     attempt = server.attempts[key]
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
+                self._left = False
                 try:
                     if self.path != "/v1/chat/completions":
                         return self._send(404, {"error": f"no route {self.path}"})
@@ -77,10 +78,18 @@ class FakeServer:
                         },
                     )
                 finally:
+                    self._leave()
+
+            def _leave(self):
+                # once per request, before its answer is written: a client that reads the answer and sends its
+                # next request at once must not be counted twice
+                if not self._left:
+                    self._left = True
                     with server.lock:
                         server.active -= 1
 
             def _send(self, status, payload):
+                self._leave()
                 data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -146,10 +146,7 @@ def quality_labels(
     res = fit_label_model(
         votes,
         names,
-        n_epochs=lm.n_epochs,
-        lr=lm.lr,
-        l2=lm.l2,
-        prec_init=lm.prec_init,
+        **lm.fit_options(),
         seed=r.seed,
         versions=versions,
         y_dev=y_dev,

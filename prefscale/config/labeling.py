@@ -41,6 +41,10 @@ class LabelModelConfig(_Strict):
         "on it; class_balance: also pass it to the label model as Y_dev (it sets the class balance)",
     )
 
+    def fit_options(self) -> dict[str, Any]:
+        """The settings `fit_label_model` takes: n_epochs, lr, l2, prec_init."""
+        return {"n_epochs": self.n_epochs, "lr": self.lr, "l2": self.l2, "prec_init": self.prec_init}
+
 
 class LabelingConfig(_Strict):
     """The SMEs' labeling functions, the optional task-type classifier, and the label model.

@@ -71,10 +71,7 @@ def _rewards(
     labels = fit_label_model(
         votes,
         [lf.name for lf in lfs],
-        n_epochs=lm.n_epochs,
-        lr=lm.lr,
-        l2=lm.l2,
-        prec_init=lm.prec_init,
+        **lm.fit_options(),
         seed=recipe.seed,
     ).labels
     if "reward_model" in recipe.reward.names and not rm_dir:

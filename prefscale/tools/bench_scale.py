@@ -231,10 +231,7 @@ def _quality_labels(store: ArtifactStore, recipe: Any) -> tuple[int, dict[str, A
     res = fit_label_model(
         votes,
         names,
-        n_epochs=lm.n_epochs,
-        lr=lm.lr,
-        l2=lm.l2,
-        prec_init=lm.prec_init,
+        **lm.fit_options(),
         seed=recipe.seed,
         versions=versions,
     )

@@ -173,10 +173,7 @@ def recipe_scores(
     fit = fit_label_model(
         votes,
         names,
-        n_epochs=lm.n_epochs,
-        lr=lm.lr,
-        l2=lm.l2,
-        prec_init=lm.prec_init,
+        **lm.fit_options(),
         seed=recipe.seed if seed is None else seed,
         versions={lf.name: lf.version for lf in lfs},
     )

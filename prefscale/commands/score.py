@@ -33,7 +33,10 @@ Measuring (--eval-alpaca-pairs DIR): DIR holds AlpacaEval annotation files of se
 reference. For each instruction, two models whose judge preferences differ by at least --min-gap form a pair
 (the judge prefers the one with the higher preference). Every answer is scored with the chosen source, and the
 command reports how often the reward prefers the judge's winner, next to "the longer answer wins", overall and
-on two fixed halves of the instructions (dev: the half the LF pack was tuned on; holdout: the other)."""
+on two fixed halves of the instructions (dev: the half the LF pack was tuned on; holdout: the other). Length-aware
+columns: shorter_won (the pairs where the judge preferred the shorter answer) and the reward's agreement on them;
+length_balanced (the mean of its agreement where the longer and where the shorter answer won: "longer wins"
+scores 0.5); length_controlled (the agreement of the reward less its linear trend in log length)."""
 
 
 def _print_eval(r: dict[str, Any]) -> None:
@@ -51,6 +54,10 @@ def _print_eval(r: dict[str, Any]) -> None:
                 f"{d['reward_accuracy']:.3f}",
                 d["reward_ties"],
                 f"{d['longer_accuracy']:.3f}",
+                d["shorter_won_pairs"],
+                f"{d['reward_accuracy_shorter_won']:.3f}",
+                f"{d['length_balanced_accuracy']:.3f}",
+                f"{d['lc_reward_accuracy']:.3f}",
                 d["only_reward_right"],
                 d["only_longer_right"],
                 f"{d['sign_test_p']:.3f}",
@@ -58,7 +65,8 @@ def _print_eval(r: dict[str, Any]) -> None:
         )
     print(
         f"{r['source']} on {r['answers']} answers from {', '.join(r['files'])} "
-        f"(pairs: judge preferences {r['min_gap']} or more apart)"
+        f"(pairs: judge preferences {r['min_gap']} or more apart); the reward's Spearman correlation with "
+        f"length: {r['length_correlation']:.3f}"
     )
     print(
         text_table(
@@ -70,6 +78,10 @@ def _print_eval(r: dict[str, Any]) -> None:
                     "reward_prefers_winner",
                     "reward_ties",
                     "longer_wins",
+                    "shorter_won",
+                    "reward_on_shorter_won",
+                    "length_balanced",
+                    "length_controlled",
                     "only_reward_right",
                     "only_longer_right",
                     "sign_test_p",

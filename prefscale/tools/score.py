@@ -254,7 +254,11 @@ def evaluate_alpaca_pairs(
     fitted on all the answers, with no labels), builds the pairs of `alpaca_answers_and_pairs`, and counts per
     split and overall: `reward_wins` (the reward is higher for the judge's winner), `reward_ties`,
     `reward_accuracy` (wins / pairs), `reward_accuracy_ties_half` (a tie counts one half), and the same for
-    the length baseline (characters). The judge's preferences are only read to form the pairs and to count.
+    the length baseline (characters); and, length-aware: the accuracy on the pairs where the judge preferred
+    the shorter answer (and the longer), their mean `length_balanced_accuracy` (a pure length proxy scores
+    0.5), and `lc_reward_accuracy`, that of the reward with its linear trend in log length removed
+    (`length_controlled`), beside the reward's Spearman correlation with length over all the answers. The
+    judge's preferences are only read to form the pairs and to count.
     """
     d = Path(directory)
     if not d.is_dir():
@@ -281,11 +285,14 @@ def evaluate_alpaca_pairs(
     scored = answers.with_columns(
         pl.Series("reward", rewards, dtype=pl.Float64), pl.col("output").str.len_chars().alias("chars")
     ).select("instruction", "generator", "reward", "chars")
+    scored, slope = length_controlled(scored)
     joined = pairs.join(
-        scored.rename({"generator": "winner", "reward": "r_win", "chars": "len_win"}),
+        scored.rename({"generator": "winner", "reward": "r_win", "chars": "len_win", "reward_lc": "lc_win"}),
         on=["instruction", "winner"],
     ).join(
-        scored.rename({"generator": "loser", "reward": "r_lose", "chars": "len_lose"}),
+        scored.rename(
+            {"generator": "loser", "reward": "r_lose", "chars": "len_lose", "reward_lc": "lc_lose"}
+        ),
         on=["instruction", "loser"],
     )
     result: dict[str, Any] = {
@@ -294,17 +301,43 @@ def evaluate_alpaca_pairs(
         "min_gap": min_gap,
         "source": source if lf_pack is None else f"label_model (LF pack {lf_pack.name})",
         "distinct_rewards": int(scored["reward"].n_unique()),
+        "length_correlation": _spearman(scored["reward"], scored["chars"]),
+        "length_slope": slope,
     }
     for name, part in [
         ("all", joined),
         *[(s, joined.filter(pl.col("split") == s)) for s in ("dev", "holdout")],
     ]:
-        result[name] = _pair_accuracy(part)
+        result[name] = pair_agreement(part)
     return result
 
 
-def _pair_accuracy(part: pl.DataFrame) -> dict[str, Any]:
+def length_controlled(scored: pl.DataFrame) -> tuple[pl.DataFrame, float]:
+    """`scored` (`reward`, `chars`) with `reward_lc`: the reward less its least-squares linear trend in
+    log(characters), and that slope. What `reward_lc` still ranks is what the reward sees beyond length."""
+    x = np.log1p(scored["chars"].to_numpy().astype(np.float64))
+    y = scored["reward"].to_numpy().astype(np.float64)
+    var = float(np.var(x))
+    slope = float(np.mean((x - x.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
+    return scored.with_columns(pl.Series("reward_lc", y - slope * (x - x.mean()), dtype=pl.Float64)), slope
+
+
+def _spearman(a: pl.Series, b: pl.Series) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+    ra, rb = a.rank("average").to_numpy(), b.rank("average").to_numpy()
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def pair_agreement(part: pl.DataFrame) -> dict[str, Any]:
+    """Agreement with the judge overall, on the pairs where it preferred the longer / the shorter answer, their
+    mean (length-balanced: 0.5 for "the longer answer wins"), and of the length-controlled reward."""
     n = part.height
+    shorter = part.filter(pl.col("len_win") < pl.col("len_lose"))
+    longer = part.filter(pl.col("len_win") > pl.col("len_lose"))
+    on_shorter = _share(shorter["r_win"] > shorter["r_lose"])
+    on_longer = _share(longer["r_win"] > longer["r_lose"])
     rw = int((part["r_win"] > part["r_lose"]).sum())
     rt = int((part["r_win"] == part["r_lose"]).sum())
     lw = int((part["len_win"] > part["len_lose"]).sum())
@@ -326,7 +359,16 @@ def _pair_accuracy(part: pl.DataFrame) -> dict[str, Any]:
         "only_reward_right": only_reward,  # the pairs where the two disagree
         "only_longer_right": only_longer,
         "sign_test_p": _sign_test(only_reward, only_longer),
+        "shorter_won_pairs": shorter.height,
+        "reward_accuracy_shorter_won": on_shorter,
+        "reward_accuracy_longer_won": on_longer,
+        "length_balanced_accuracy": (on_shorter + on_longer) / 2,
+        "lc_reward_accuracy": _share(part["lc_win"] > part["lc_lose"]),
     }
+
+
+def _share(hits: pl.Series) -> float:
+    return float(hits.sum()) / hits.len() if hits.len() else float("nan")
 
 
 def _sign_test(a: int, b: int) -> float:

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from prefscale.cli import main
@@ -18,6 +19,8 @@ from prefscale.tools.score import (
     ScoreInputError,
     alpaca_answers_and_pairs,
     evaluate_alpaca_pairs,
+    length_controlled,
+    pair_agreement,
     read_rows,
     score_file,
     scored_line,
@@ -246,6 +249,30 @@ def test_eval_on_real_annotation_rows():
     assert a["reward_wins"] + a["reward_ties"] <= 28 and 0 <= a["reward_accuracy"] <= 1
     assert a["longer_wins"] == 26  # counted by hand from the fixture's lengths and preferences
     assert a["reward_wins"] - a["longer_wins"] == a["only_reward_right"] - a["only_longer_right"]
+    assert a["shorter_won_pairs"] == 28 - 26 - a["length_ties"]
+    assert -1 <= r["length_correlation"] <= 1
+
+
+def test_length_aware_agreement_tells_a_length_proxy_from_a_reward_that_sees_past_length():
+    # four pairs: the judge preferred the longer answer twice and the shorter twice
+    pairs = pl.DataFrame(
+        {"len_win": [900, 800, 100, 200], "len_lose": [100, 200, 900, 800], "split": ["dev"] * 4}
+    )
+    proxy = pairs.with_columns(r_win=pl.col("len_win") / 1000, r_lose=pl.col("len_lose") / 1000)
+    proxy = proxy.with_columns(lc_win=pl.lit(0.0), lc_lose=pl.lit(0.0))
+    p = pair_agreement(proxy)
+    assert p["reward_accuracy"] == 0.5 and p["shorter_won_pairs"] == 2
+    assert p["reward_accuracy_shorter_won"] == 0.0 and p["reward_accuracy_longer_won"] == 1.0
+    assert p["length_balanced_accuracy"] == 0.5 and p["lc_reward_accuracy"] == 0.0
+    seer = pairs.with_columns(r_win=pl.lit(0.9), r_lose=pl.lit(0.1), lc_win=pl.lit(0.9), lc_lose=pl.lit(0.1))
+    s = pair_agreement(seer)
+    assert s["reward_accuracy_shorter_won"] == 1.0 and s["length_balanced_accuracy"] == 1.0
+    assert s["lc_reward_accuracy"] == 1.0
+    # a reward that is length plus a small real signal: length control leaves the signal
+    scored = pl.DataFrame({"chars": [100, 1000, 100, 1000], "reward": [0.11, 0.9, 0.1, 0.91]})
+    lc, slope = length_controlled(scored)
+    assert slope > 0
+    assert lc["reward_lc"][0] > lc["reward_lc"][2] and lc["reward_lc"][3] > lc["reward_lc"][1]
 
 
 # --- the command --------------------------------------------------------------------------------------------
@@ -278,3 +305,15 @@ def test_cli_eval_alpaca_pairs(tmp_path, capsys):
     assert main(["score", "--eval-alpaca-pairs", str(PAIRS_DIR), "--input", "x"]) == 2
     shutil.copy(PAIRS_DIR / "claude-2.1.jsonl", tmp_path / "only.jsonl")
     assert main(["score", "--eval-alpaca-pairs", str(tmp_path)]) == 2  # one model: no pairs
+
+
+def test_cli_eval_reports_the_length_aware_columns(capsys):
+    assert main(["score", "--eval-alpaca-pairs", str(PAIRS_DIR)]) == 0
+    out = capsys.readouterr().out
+    assert "correlation with length" in out
+    for column in ("shorter_won", "reward_on_shorter_won", "length_balanced", "length_controlled"):
+        assert column in out
+    assert main(["score", "--eval-alpaca-pairs", str(PAIRS_DIR), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["all"]["shorter_won_pairs"] == 28 - 26 - r["all"]["length_ties"]
+    assert 0 <= r["all"]["length_balanced_accuracy"] <= 1

@@ -21,6 +21,8 @@ from typing import TextIO
 
 LOGGER_NAME = "prefscale.progress"
 log = logging.getLogger(LOGGER_NAME)
+if logging.getLogger("prefscale").level == logging.NOTSET:  # INFO unless the application chose a level: what
+    logging.getLogger("prefscale").setLevel(logging.INFO)  # Dagster's managed `prefscale` logger passes on
 STEPS = 10  # a line each time `done` crosses another 1/STEPS of the total
 
 

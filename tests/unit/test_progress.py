@@ -116,6 +116,10 @@ def test_threads_advancing_together_still_log_each_tenth_once(lines):
 
 
 def test_log_to_stderr_and_pipes_forwarding_leave_stdout_alone(capsys):
+    root = logging.getLogger()
+    earlier = [h for h in root.handlers if type(h).__name__ == "_Stderr"]  # an earlier CLI test's (`main`)
+    for h in earlier:
+        root.removeHandler(h)
     handler = log_to_stderr()  # writes to whatever sys.stderr is at the time: here pytest's capture
     forwarded: list[str] = []
     forward = forward_progress(forwarded.append)
@@ -124,8 +128,10 @@ def test_log_to_stderr_and_pipes_forwarding_leave_stdout_alone(capsys):
         Progress("cli", 2, "items").advance(2)
         logging.getLogger("some.library").warning("careful")
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
         logging.getLogger(LOGGER_NAME).removeHandler(forward)
+        for h in earlier:
+            root.addHandler(h)
     out, err = capsys.readouterr()
     assert out == ""
     assert "cli 0/2 items\n" in err and "cli 2/2 items (100%) " in err

@@ -62,16 +62,14 @@ def validate_recipe(name_or_path: str) -> tuple[Path, Recipe]:
     Nothing here touches the network: hub ids are accepted as they are written.
     """
     from prefscale.data.prompts import prompt_pool_problems  # lazy: CLI start-up
-    from prefscale.labeling.pattern_kinds import python_lf_problems  # lazy: CLI start-up
 
     path = resolve_recipe_path(name_or_path)
     recipe = load_recipe(str(path))
     problems = [
         *recipe_input_problems(recipe),
         *prompt_pool_problems(recipe.data, recipe.iterations, recipe.seed, recipe.labeling.task_types),
+        *recipe.labeling.import_problems(),
     ]
-    if not recipe.labeling.module_problems():  # else every function in the missing folder would fail again
-        problems += python_lf_problems(recipe.labeling.all_functions)
     if problems:
         raise RecipeError("\n".join([f"invalid recipe {path}:", *(f"  - {p}" for p in problems)]))
     return path, recipe

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prefscale.config.base import _Strict
+from prefscale.labeling.pattern_kinds import python_lf_problems
 from prefscale.labeling.registry import MODEL_KINDS, LabelingFunction, ModelLabelingFunction
 from prefscale.labeling.task_classifier import TaskClassifier
 from prefscale.labeling.task_types import DEFAULT_TASK_TYPE, TaskTypeRule, task_type_of
@@ -125,6 +126,11 @@ class LabelingConfig(_Strict):
             for m in self.modules
             if not Path(m).expanduser().is_dir()
         ]
+
+    def import_problems(self) -> list[str]:
+        """What stops the team's code from loading: a missing `modules` folder, else (every function in it would
+        fail again) each `python` / `snorkel` function that does not import; [] when all do."""
+        return self.module_problems() or python_lf_problems(self.all_functions)
 
 
 def _expand_pack(data: dict[str, Any]) -> dict[str, Any]:

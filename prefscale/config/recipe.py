@@ -83,6 +83,7 @@ def recipe_input_problems(recipe: Recipe) -> list[str]:
     Hub ids (`org/name`) are accepted as they are: checking them would need the network. Relative paths are
     relative to the working directory (the repository root for `make` and Dagster), except `labeling.modules`
     and a `data.path` written `./...` or `../...`, made absolute from the recipe file's folder when it is loaded.
+    The `labeling.modules` folders and the team's modules: `LabelingConfig.import_problems`.
     """
     problems = []
     d = recipe.data
@@ -104,7 +105,6 @@ def recipe_input_problems(recipe: Recipe) -> list[str]:
             problems.append(f"evaluation.{name}: model folder not found: {ref}")
     if recipe.dpo.accelerate_config and not Path(recipe.dpo.accelerate_config).expanduser().is_file():
         problems.append(f"dpo.accelerate_config: file not found: {recipe.dpo.accelerate_config}")
-    problems += recipe.labeling.module_problems()
     return problems
 
 

@@ -38,7 +38,6 @@ from prefscale.labeling.apply import apply_all_lfs
 from prefscale.labeling.context import LFContext
 from prefscale.labeling.label_model import fit_label_model
 from prefscale.labeling.model_kinds import BASE_POLICY_ALIAS
-from prefscale.labeling.pattern_kinds import python_lf_problems
 from prefscale.labeling.task_classifier import classify_tasks
 from prefscale.labeling.task_types import DEFAULT_TASK_TYPE, tag_task_types
 from prefscale.rewards.text_scores import text_rows
@@ -104,12 +103,6 @@ def tag_rows(
     return frame["task_type"], dict(Counter(origin)), [note] if note else []
 
 
-def recipe_lf_problems(recipe: Recipe) -> list[str]:
-    """What stops the recipe's functions from running here: a missing `labeling.modules` folder, else a
-    `python`/`snorkel` function that does not import."""
-    return recipe.labeling.module_problems() or python_lf_problems(recipe.labeling.all_functions)
-
-
 def _functions(
     recipe: Recipe, base_policy: str | Path | None, skip_model_lfs: bool
 ) -> tuple[list[Any], LFContext | None, list[str]]:
@@ -160,7 +153,7 @@ def recipe_scores(
 
     `task_types` are the rows' own (None or `general` where they have none); `seed` defaults to the recipe's.
     """
-    problems = recipe_lf_problems(recipe)
+    problems = recipe.labeling.import_problems()
     if problems:
         raise RecipeError("; ".join(problems))
     lfs, context, notes = _functions(recipe, base_policy, skip_model_lfs)

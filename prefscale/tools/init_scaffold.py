@@ -116,7 +116,7 @@ def _render(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def _files(folder: Path, name: str, module: str, recipe_ref: str) -> dict[str, str]:
+def _files(name: str, module: str, recipe_ref: str) -> dict[str, str]:
     values = {
         "name": name,
         "module": module,
@@ -149,7 +149,7 @@ def scaffold(directory: str | Path, name: str | None = None) -> Scaffold:
         raise InitError(f"--name {name!r}: use letters, digits, _ . - only (it names the run in MLflow)")
     module = module_name(name)
     recipe_ref = repo_relative(folder / "recipe.yaml")
-    files = _files(folder, name, module, recipe_ref)
+    files = _files(name, module, recipe_ref)
     recipe_text = files["recipe.yaml"]
     parse_recipe(yaml.safe_load(recipe_text), str(folder / "recipe.yaml"))  # RecipeError: a template bug
 

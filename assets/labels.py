@@ -13,6 +13,7 @@ from assets.candidates import CANDIDATES
 from assets.partitions import ITERATIONS, iteration_of
 from prefscale.labeling.analysis import catalog_entries, lf_analysis, lf_catalog
 from prefscale.labeling.gold import iteration_gold
+from prefscale.labeling.length import label_length_correlation, read_votes_with_lengths, response_lengths
 from prefscale.labeling.votes import LabelingFunctionError
 from prefscale.report import markdown_table
 from resources import ComputeResource, RecipeResource, StorageResource
@@ -35,7 +36,7 @@ def _fmt(df: pl.DataFrame) -> pl.DataFrame:
     deps=[CANDIDATES],
     description="Label matrix: each SME labeling function's vote (high=1 / low=0 / abstain=-1) per candidate "
     "(text patterns vectorised, python functions row-wise, model-backed functions batched on the base policy), "
-    "with the functions' versions and the model-backed functions' raw scores alongside.",
+    "with the functions' versions, the model-backed functions' raw scores and the response lengths alongside.",
 )
 def lf_votes(
     context: dg.AssetExecutionContext,
@@ -70,8 +71,8 @@ def lf_votes(
     votes = app.votes
     catalog = lf_catalog([*lfs, *([clf] if clf else [])])
     gold, gold_ref, stale = iteration_gold(store, i)
-    analysis = lf_analysis(votes, lfs, gold)
-    tables = {"data": votes, "functions": catalog}
+    tables = {"data": votes, "functions": catalog, "lengths": response_lengths(cands)}
+    analysis = lf_analysis(votes, lfs, gold, lengths=tables["lengths"])
     model_names = [c for c in app.scores.columns if c != "candidate_id"]
     if model_names:
         tables["scores"] = app.scores
@@ -115,9 +116,9 @@ def lf_votes(
     code_version="2",
     partitions_def=ITERATIONS,
     deps=[LF_VOTES],
-    description="Snorkel LabelModel fitted on the label matrix: P(high quality) per candidate, with the votes "
-    "behind each label (name@version=vote) and majority vote as the baseline; the per-LF analysis (coverage, "
-    "overlaps, conflicts, polarity, estimated and gold accuracy) and both models' accuracy/F1 on SME gold.",
+    description="Snorkel LabelModel on the label matrix: P(high quality) per candidate, the votes behind each "
+    "label (name@version=vote), majority vote as baseline; per-LF analysis (coverage, overlaps, conflicts, "
+    "polarity, estimated/gold accuracy, length correlation), P(high)'s length correlation, gold accuracy/F1.",
 )
 def quality_labels(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
@@ -128,7 +129,7 @@ def quality_labels(
     i = iteration_of(context, r.iterations)
     store = storage.store
     votes_ref = store.current(LF_VOTES.path[-1], str(i))
-    votes = store.read_frame(LF_VOTES.path[-1], str(i))
+    votes, lengths = read_votes_with_lengths(votes_ref)  # and the lengths of the responses labelled
     # The functions as they were when the matrix was made (names and versions), not as the recipe says now.
     try:
         catalog = store.read_frame(LF_VOTES.path[-1], str(i), "functions").filter(
@@ -152,7 +153,7 @@ def quality_labels(
         y_dev=y_dev,
     )
 
-    analysis = lf_analysis(votes, catalog_entries(catalog), gold, res.weights)
+    analysis = lf_analysis(votes, catalog_entries(catalog), gold, res.weights, lengths)
     analysis = analysis.with_columns(pl.lit(i, pl.Int32).alias("iteration")).select(
         "iteration", pl.all().exclude("iteration")
     )
@@ -176,6 +177,7 @@ def quality_labels(
         "share_high": round(res.class_balance[1], 4),
         "mean_p_high": round(float(res.labels["p_high"].mean() or 0.0), 4),
         "agreement_with_majority_vote": round(res.agreement_with_majority_vote(), 4),
+        "label_length_correlation": label_length_correlation(res.labels, lengths),
         "lf_accuracies": dg.MetadataValue.md(
             markdown_table(
                 _fmt(analysis.select("lf_name", "lf_version", "estimated_accuracy", "empirical_accuracy"))

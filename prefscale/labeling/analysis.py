@@ -1,17 +1,15 @@
-"""LF analysis: catalog, coverage, overlap, conflict, polarity, accuracy."""
+"""LF analysis: catalog, coverage, overlap, conflict, polarity, accuracy, correlation with response length."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
 
+from prefscale.labeling.length import lf_length_correlations
 from prefscale.labeling.votes import ABSTAIN, HIGH, LOW
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
 
 
 def lf_catalog(lfs: Sequence[Any]) -> pl.DataFrame:
@@ -70,9 +68,12 @@ def lf_analysis(
     lfs: Sequence[Any],
     gold: pl.DataFrame | None = None,
     estimated_accuracy: Mapping[str, float] | None = None,
+    lengths: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Per-LF analysis: `lf_summary` (polarity, coverage, overlaps, conflicts) plus the LF's version and kind,
-    the label model's estimated accuracy when given, and its empirical accuracy against SME gold.
+    the label model's estimated accuracy when given, its empirical accuracy against SME gold, and its
+    `length_correlation` with response length when `lengths` (`candidate_id`, `response_chars`) is given
+    (`prefscale.labeling.length.lf_length_correlations`; null otherwise).
 
     `gold` has `candidate_id` and `label` (HIGH/LOW) for the rows SMEs judged; an LF's empirical accuracy is its
     correct votes over its non-abstain votes on those rows (Snorkel's `lf_empirical_accuracies` restricted to
@@ -108,5 +109,6 @@ def lf_analysis(
         pl.when(pl.col("gold_correct") + pl.col("gold_incorrect") > 0)
         .then(pl.col("gold_correct") / (pl.col("gold_correct") + pl.col("gold_incorrect")))
         .otherwise(None)
-        .alias("empirical_accuracy")
+        .alias("empirical_accuracy"),
+        pl.Series("length_correlation", lf_length_correlations(votes, names, lengths), dtype=pl.Float64),
     )

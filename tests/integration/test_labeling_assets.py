@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+from scipy.stats import spearmanr
 
 from prefscale.data import domain
 from prefscale.generation.base import CANDIDATE_SCHEMA
@@ -213,14 +214,35 @@ def test_pipeline_labels_with_model_functions_and_builds_lf_summary(pipeline):
         inputs = {x["asset"] for x in store.manifest(ref)["inputs"]}
         assert inputs == {"candidates", "base_policy"}
         assert store.manifest(ref)["params"]["models"]["base_policy"].startswith("base_policy[all]@")
+        # the labelled responses' lengths, stored for quality_labels' analysis
+        lengths = pl.read_parquet(ref.file("lengths.parquet"))
+        assert lengths["candidate_id"].to_list() == votes["candidate_id"].to_list()
     with duckdb.connect(str(pipeline.home / "warehouse.duckdb"), read_only=True) as con:
         summary = con.sql("select * from lf_summary order by iteration, lf_name").pl()
     assert summary["iteration"].unique().sort().to_list() == [1, 2, 3]
     assert summary.height == 3 * 11
     assert {"llm_prompt", "perplexity", "regex"} <= set(summary["kind"])
     assert summary["coverage"].is_between(0, 1).all()
+    # each function's rank correlation with response length, as quality_labels' analysis computed it
+    rho = summary["length_correlation"]
+    assert rho.drop_nulls().len() > 0 and rho.drop_nulls().is_between(-1, 1).all()
+    analysis = pl.concat(
+        pl.read_parquet(store.current("quality_labels", i).file("analysis.parquet")) for i in ("1", "2", "3")
+    ).sort("iteration", "lf_name")
+    assert analysis["length_correlation"].to_list() == rho.to_list()
     records = pipeline.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("lf_votes"), asset_partitions=["1"]), limit=1
     ).records
     meta = records[0].asset_materialization.metadata
     assert "llm_no_question_back" in meta["lf_summary"].value and "model_scores" in meta
+    assert "length_correlation" in meta["lf_summary"].value
+    records = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("quality_labels"), asset_partitions=["1"]), limit=1
+    ).records
+    label_rho = records[0].asset_materialization.metadata["label_length_correlation"].value
+    labels = store.read_frame("quality_labels", "1").join(
+        store.read_frame("candidates", "1"), on="candidate_id"
+    )
+    assert label_rho == pytest.approx(
+        spearmanr(labels["p_high"], labels["response"].str.len_chars()).statistic
+    )

@@ -13,6 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 from dagster_dbt import DbtCliResource
+from scipy.stats import spearmanr
 
 from assets.dbt import warehouse_models
 from prefscale.cli import main
@@ -105,6 +106,10 @@ def test_reward_distribution_per_iteration_and_source(built):
         # one prompt in four has every candidate tied (small_home: prompt 1), and no other ties
         assert row["prompts"] == 4
         assert row["all_tied_prompt_share"] == 0.25 and row["any_tie_prompt_share"] == 0.25
+        # Spearman (average ranks) of score with response length; small_home ties both (prompts 0 and 1)
+        joined = rewards.join(small.store.read_frame("candidates", str(row["iteration"])), on="candidate_id")
+        expected = spearmanr(joined[col], joined["response"].str.len_chars()).statistic
+        assert row["length_correlation"] == pytest.approx(expected, abs=1e-9)
     # iteration 1 also has an older reward_scores version (scores about 5 higher): only `current` is read
     assert board["mean"][0] < 1
 

@@ -1,4 +1,12 @@
--- One row per (iteration, labeling function): how much it votes, with whom it agrees, and how accurate it is.
+-- One row per (iteration, labeling function): how much it votes, with whom it agrees, how accurate it is, and how
+-- much it tracks response length.
+with analysis as (
+    select * from {{ source('labeling', 'lf_analysis') }}
+    -- analysis versions written before length_correlation existed read as null (when no version has it yet)
+    union all by name
+    select cast(null as double) as length_correlation where false
+)
+
 select
     cast(iteration as integer) as iteration,
     lf_name,
@@ -13,6 +21,7 @@ select
     n_gold,
     gold_correct,
     gold_incorrect,
-    empirical_accuracy
-from {{ source('labeling', 'lf_analysis') }}
+    empirical_accuracy,
+    length_correlation
+from analysis
 order by iteration, lf_name

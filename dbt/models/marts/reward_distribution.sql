@@ -1,8 +1,37 @@
 -- Per iteration and reward source: how the reward scores are distributed, and how often a prompt's candidates
 -- tie. Statistics are over the finite scores; `n_non_finite` counts the others (reward_scores' blocking check
--- `rewards_finite` keeps such an artifact from reaching the pairs).
+-- `rewards_finite` keeps such an artifact from reaching the pairs). `length_correlation`: how much the source
+-- tracks response length (Spearman, as `prefscale score`'s and lf_summary's `length_correlation`).
 with scores as (
     select * from {{ ref('stg_reward_scores') }}
+),
+
+-- Average ranks (ties share the mean of their positions) of each finite score and its response's length, within
+-- (iteration, reward source): Pearson's correlation of these ranks is Spearman's.
+ranked as (
+    select
+        s.iteration,
+        s.reward_source,
+        rank() over (partition by s.iteration, s.reward_source order by s.score)
+            + (count(*) over (partition by s.iteration, s.reward_source, s.score) - 1) / 2.0 as score_rank,
+        rank() over (partition by s.iteration, s.reward_source order by c.response_chars)
+            + (count(*) over (partition by s.iteration, s.reward_source, c.response_chars) - 1) / 2.0 as chars_rank
+    from scores s
+    join {{ ref('stg_candidates') }} c on c.iteration = s.iteration and c.candidate_id = s.candidate_id
+    where isfinite(s.score) and c.response_chars is not null
+),
+
+length_corr as (
+    select
+        iteration,
+        reward_source,
+        -- null when it cannot be computed: fewer than two candidates, or constant scores or lengths
+        case
+            when count(*) > 1 and stddev_pop(score_rank) > 0 and stddev_pop(chars_rank) > 0
+                then corr(score_rank, chars_rank)
+        end as length_correlation
+    from ranked
+    group by iteration, reward_source
 ),
 
 per_prompt as (
@@ -67,7 +96,9 @@ select
     s.p90,
     s.max,
     t.all_tied_prompt_share,
-    t.any_tie_prompt_share
+    t.any_tie_prompt_share,
+    l.length_correlation
 from stats s
 left join ties t using (iteration, reward_source)
+left join length_corr l using (iteration, reward_source)
 order by s.iteration, s.reward_source

@@ -36,7 +36,12 @@ command reports how often the reward prefers the judge's winner, next to "the lo
 on two fixed halves of the instructions (dev: the half the LF pack was tuned on; holdout: the other). Length-aware
 columns: shorter_won (the pairs where the judge preferred the shorter answer) and the reward's agreement on them;
 length_balanced (the mean of its agreement where the longer and where the shorter answer won: "longer wins"
-scores 0.5); length_controlled (the agreement of the reward less its linear trend in log length)."""
+scores 0.5); length_controlled (the agreement of the reward less its linear trend in log length).
+
+With --model-holdout [LF] (4 or more models' files, the label_model source): a model-level holdout. For each
+pair of held-out models, LF's thresholds (high at >= t, low at <= -t, or LF left out; default LF: consensus)
+are chosen on the other models' pairs by length-balanced agreement, and the reward is scored on the pairs
+between the held-out models only; the pooled result covers every pair once."""
 
 
 def _print_eval(r: dict[str, Any]) -> None:
@@ -151,6 +156,74 @@ def _run_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(text: str) -> tuple[float | None, ...]:
+    """--holdout-grid: comma-separated thresholds in (0, 1], `none` for the LF left out."""
+    out: list[float | None] = []
+    for item in text.split(","):
+        item = item.strip().lower()
+        if item == "none":
+            out.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"--holdout-grid: {item!r} is not a number or 'none'") from None
+        if not 0 < value <= 1:
+            raise ValueError(f"--holdout-grid: {value} is not in (0, 1]")
+        out.append(value)
+    return tuple(out)
+
+
+def _run_model_holdout(args: argparse.Namespace, pack: str, seed: int) -> int:
+    import polars as pl
+
+    from prefscale.report import text_table  # lazy: CLI start-up
+    from prefscale.tools.score_holdout import DEFAULT_GRID, model_holdout  # lazy: CLI start-up
+
+    if args.reward != "label_model":
+        print("error: --model-holdout tunes an LF pack: it takes the label_model reward", file=sys.stderr)
+        return 2
+    try:
+        grid = _grid(args.holdout_grid) if args.holdout_grid else DEFAULT_GRID
+        r = model_holdout(
+            args.eval_alpaca_pairs,
+            pack=pack,
+            lf=args.model_holdout,
+            grid=grid,
+            min_gap=args.min_gap,
+            seed=seed,
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    d = r["held_out"]
+    print(
+        f"model-level holdout of LF pack {pack} ({r['lf']}'s thresholds tuned on the other models' pairs): "
+        f"{d['pairs']} held-out pairs, the reward prefers the judge's winner in {d['reward_accuracy']:.3f} "
+        f"(longer wins {d['longer_accuracy']:.3f}); where the shorter won ({d['shorter_won_pairs']} pairs) "
+        f"{d['reward_accuracy_shorter_won']:.3f}; length-balanced {d['length_balanced_accuracy']:.3f}; "
+        f"length-controlled {d['lc_reward_accuracy']:.3f}"
+    )
+    splits = pl.DataFrame(
+        [
+            (
+                " vs ".join(s["held_out"]),
+                str(s["threshold"]),
+                round(s["tuning_length_balanced"], 3),
+                s["held_out_pairs"],
+            )
+            for s in r["splits"]
+        ],
+        schema=["held_out", "threshold", "tuning_length_balanced", "held_out_pairs"],
+        orient="row",
+    )
+    print(text_table(splits))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from prefscale.config.labeling import DEFAULT_PACK  # lazy: CLI start-up
     from prefscale.tools.score import ScoreInputError, evaluate_alpaca_pairs, score_file  # lazy: CLI start-up
@@ -166,10 +239,18 @@ def _run(args: argparse.Namespace) -> int:
         return _run_recipe(args)
     pack = args.lf_pack or DEFAULT_PACK
     seed = 0 if args.seed is None else args.seed
+    if args.model_holdout and not args.eval_alpaca_pairs:
+        print("error: --model-holdout goes with --eval-alpaca-pairs DIR", file=sys.stderr)
+        return 2
+    if args.holdout_grid and not args.model_holdout:
+        print("error: --holdout-grid goes with --model-holdout", file=sys.stderr)
+        return 2
     if args.eval_alpaca_pairs:
         if args.input or args.output:
             print("error: --eval-alpaca-pairs takes no --input/--output", file=sys.stderr)
             return 2
+        if args.model_holdout:
+            return _run_model_holdout(args, pack, seed)
         try:
             r = evaluate_alpaca_pairs(
                 args.eval_alpaca_pairs,
@@ -263,5 +344,20 @@ def register(subparsers: Any) -> None:
         help="measure the reward on the pairs implied by the AlpacaEval annotation files in DIR",
     )
     p.add_argument("--min-gap", type=float, default=0.5, help="--eval-alpaca-pairs: preference gap (0.5)")
+    p.add_argument(
+        "--model-holdout",
+        nargs="?",
+        const="consensus",
+        default=None,
+        metavar="LF",
+        help="--eval-alpaca-pairs: a model-level holdout, LF's thresholds (default consensus) tuned on the "
+        "other models' pairs",
+    )
+    p.add_argument(
+        "--holdout-grid",
+        metavar="T,T,...",
+        help="--model-holdout: the thresholds tried (none: LF left out; default none,0.02,0.04,0.05,0.06,0.07,"
+        "0.08,0.1)",
+    )
     p.add_argument("--json", action="store_true", help="--eval-alpaca-pairs: one JSON object")
     p.set_defaults(func=_run)

@@ -11,7 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from prefscale.config.base import _Strict
 from prefscale.labeling.pattern_kinds import python_lf_problems
-from prefscale.labeling.registry import MODEL_KINDS, LabelingFunction, ModelLabelingFunction
+from prefscale.labeling.registry import (
+    MODEL_KINDS,
+    AnyLabelingFunction,
+    LabelingFunction,
+    ModelLabelingFunction,
+)
 from prefscale.labeling.task_classifier import TaskClassifier
 from prefscale.labeling.task_types import DEFAULT_TASK_TYPE, TaskTypeRule, task_type_of
 from prefscale.labeling.votes import validate_lfs
@@ -51,7 +56,7 @@ class LabelingConfig(_Strict):
     """The SMEs' labeling functions, the optional task-type classifier, and the label model.
 
     `functions` holds the kinds that run on a row alone (text patterns, `python` and `snorkel`); the model-backed kinds
-    (`llm_prompt`, `perplexity`, `similarity`) go in `model_functions`. A recipe may list both in `functions`:
+    (`llm_prompt`, `perplexity`, `similarity`, `consensus`) go in `model_functions`. A recipe may list both in `functions`:
     the model-backed entries are moved to `model_functions` when parsed. `all_functions` is every function, the
     label matrix's columns in that order.
     """
@@ -76,7 +81,7 @@ class LabelingConfig(_Strict):
     )
     model_functions: tuple[ModelLabelingFunction, ...] = Field(
         default=(),
-        description="model-backed labeling functions (kind llm_prompt, perplexity or similarity), run batched "
+        description="model-backed labeling functions (kind llm_prompt, perplexity, similarity or consensus), run batched "
         "after `functions`",
     )
     task_classifier: TaskClassifier | None = Field(
@@ -166,10 +171,10 @@ class LFPack(BaseModel):
         description="prompt rules that assign task types (first match wins); they become the recipe's "
         "labeling.task_types",
     )
-    functions: tuple[LabelingFunction, ...] = Field(
+    functions: tuple[AnyLabelingFunction, ...] = Field(
         min_length=1,
-        description="the pack's row labeling functions (at least one); their task_types must name the pack's "
-        "task types or `general`",
+        description="the pack's labeling functions (at least one), of any kind (the model-backed ones become "
+        "a recipe's model_functions); their task_types must name the pack's task types or `general`",
     )
     label_model: LabelModelConfig = Field(
         default=LabelModelConfig(),

@@ -10,6 +10,7 @@ the definition. They run batched, given a `ModelContext` (where models come from
 | `llm_prompt` | yes → `yes_vote`, no → the other | a rubric question put to a local causal LM (any `from_pretrained` folder or hub id; `base_policy` = this run's base policy) or to an OpenAI-compatible endpoint; P(yes) compares the probabilities of the two answers; abstains within `margin` of 1/2 |
 | `perplexity` | low perplexity → high, very high → low | perplexity of the response (given the prompt) under a reference LM; abstains in between |
 | `similarity` | similar → high, dissimilar → low | prompt–response cosine: TF-IDF (scikit-learn, fitted on the batch) or sentence embeddings (mean-pooled `AutoModel`) |
+| `consensus` | central → high, outlying → low | a response's mean cosine to the other responses to the same prompt, centred (`consensus_kind.py`) |
 
 The `task_classifier` (a `labeling.task_classifier` section, not a vote) tags each prompt's task type with
 keyword LFs over the prompt, combined by majority vote or a Snorkel label model; it fills `task_type` when a

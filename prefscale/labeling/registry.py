@@ -12,6 +12,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
+from prefscale.labeling.consensus_kind import ConsensusLF
 from prefscale.labeling.model_kinds import LLMPromptLF, PerplexityLF, SimilarityLF
 from prefscale.labeling.pattern_kinds import (
     FinishLF,
@@ -34,7 +35,7 @@ ROW_KINDS: tuple[type, ...] = (
     PythonLF,
     SnorkelLF,
 )
-MODEL_KIND_CLASSES: tuple[type, ...] = (LLMPromptLF, PerplexityLF, SimilarityLF)
+MODEL_KIND_CLASSES: tuple[type, ...] = (LLMPromptLF, PerplexityLF, SimilarityLF, ConsensusLF)
 
 
 def kind_name(cls: type) -> str:
@@ -47,3 +48,8 @@ MODEL_KINDS: tuple[str, ...] = tuple(kind_name(c) for c in MODEL_KIND_CLASSES)
 
 LabelingFunction: Any = Annotated[Union[ROW_KINDS], Field(discriminator="kind")]  # noqa: UP007
 ModelLabelingFunction: Any = Annotated[Union[MODEL_KIND_CLASSES], Field(discriminator="kind")]  # noqa: UP007
+# any kind (an LF pack lists both; the ones that need a model get it from the labeling context)
+AnyLabelingFunction: Any = Annotated[
+    Union[(*ROW_KINDS, *MODEL_KIND_CLASSES)],
+    Field(discriminator="kind"),
+]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from prefscale.labeling.apply import apply_lfs
+from prefscale.labeling.apply import apply_all_lfs
 from prefscale.labeling.label_model import LabelModelResult, fit_label_model
 from prefscale.rewards.base import ScoringContext, SourceScores
 
@@ -36,8 +36,9 @@ def fit_on_rows(
     rows: pl.DataFrame, lfs: Sequence[Any], settings: Any = None, seed: int = 0
 ) -> tuple[pl.DataFrame, LabelModelResult]:
     """(votes, fit): the LFs on `rows` and a label model fitted on those votes (`settings`: n_epochs, lr, l2,
-    prec_init; None: the fit's defaults)."""
-    votes = apply_lfs(rows, lfs)
+    prec_init; None: the fit's defaults). Model-backed LFs run with a default labeling context: the ones that
+    need no model (`consensus`, tfidf `similarity`) as is, the others load theirs by hub id or folder."""
+    votes = apply_all_lfs(rows, lfs)
     kwargs = {k: getattr(settings, k) for k in LABEL_MODEL_SETTINGS} if settings is not None else {}
     return votes, fit_label_model(votes, [lf.name for lf in lfs], seed=seed, **kwargs)
 

@@ -260,19 +260,10 @@ def evaluate_alpaca_pairs(
     (`length_controlled`), beside the reward's Spearman correlation with length over all the answers. The
     judge's preferences are only read to form the pairs and to count.
     """
-    d = Path(directory)
-    if not d.is_dir():
-        raise ValueError(f"--eval-alpaca-pairs {d}: no such folder")
-    files = sorted(
-        p
-        for p in d.iterdir()
-        if p.name.endswith((".json", ".jsonl", ".jsonl.gz", ".json.gz")) and p.is_file()
-    )
-    if not files:
-        raise ValueError(f"no annotation files (*.json, *.jsonl, *.jsonl.gz) in {d}")
+    files = annotation_files(directory)
     answers, pairs = alpaca_answers_and_pairs(files, min_gap)
     if pairs.height == 0:
-        raise ValueError(f"no pairs with a preference gap >= {min_gap} in {d}")
+        raise ValueError(f"no pairs with a preference gap >= {min_gap} in {directory}")
     lf_pack = load_lf_pack(pack) if source == "label_model" else None
     rewards = score_pairs(
         answers["instruction"].to_list(),
@@ -286,15 +277,7 @@ def evaluate_alpaca_pairs(
         pl.Series("reward", rewards, dtype=pl.Float64), pl.col("output").str.len_chars().alias("chars")
     ).select("instruction", "generator", "reward", "chars")
     scored, slope = length_controlled(scored)
-    joined = pairs.join(
-        scored.rename({"generator": "winner", "reward": "r_win", "chars": "len_win", "reward_lc": "lc_win"}),
-        on=["instruction", "winner"],
-    ).join(
-        scored.rename(
-            {"generator": "loser", "reward": "r_lose", "chars": "len_lose", "reward_lc": "lc_lose"}
-        ),
-        on=["instruction", "loser"],
-    )
+    joined = pairs_with_rewards(pairs, scored)
     result: dict[str, Any] = {
         "files": [p.name for p in files],
         "answers": answers.height,
@@ -310,6 +293,36 @@ def evaluate_alpaca_pairs(
     ]:
         result[name] = pair_agreement(part)
     return result
+
+
+def annotation_files(directory: str | Path) -> list[Path]:
+    """The annotation files (`*.json`, `*.jsonl`, `*.jsonl.gz`, `*.json.gz`) of a folder, sorted; a clear
+    ValueError when the folder is missing or holds none."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ValueError(f"--eval-alpaca-pairs {d}: no such folder")
+    files = sorted(
+        p
+        for p in d.iterdir()
+        if p.name.endswith((".json", ".jsonl", ".jsonl.gz", ".json.gz")) and p.is_file()
+    )
+    if not files:
+        raise ValueError(f"no annotation files (*.json, *.jsonl, *.jsonl.gz) in {d}")
+    return files
+
+
+def pairs_with_rewards(pairs: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFrame:
+    """`pairs` with each side's reward, length and length-controlled reward (`scored`: instruction, generator,
+    reward, chars, reward_lc): r_win/r_lose, len_win/len_lose, lc_win/lc_lose, as `pair_agreement` reads."""
+    return pairs.join(
+        scored.rename({"generator": "winner", "reward": "r_win", "chars": "len_win", "reward_lc": "lc_win"}),
+        on=["instruction", "winner"],
+    ).join(
+        scored.rename(
+            {"generator": "loser", "reward": "r_lose", "chars": "len_lose", "reward_lc": "lc_lose"}
+        ),
+        on=["instruction", "loser"],
+    )
 
 
 def length_controlled(scored: pl.DataFrame) -> tuple[pl.DataFrame, float]:

@@ -43,6 +43,7 @@ DECLARATIONS = {
     "prefscale.labeling.regex_dialect",
     "prefscale.labeling.pattern_kinds",
     "prefscale.labeling.model_kinds",
+    "prefscale.labeling.consensus_kind",
     "prefscale.labeling.lm_scores",
     "prefscale.labeling.task_types",
     "prefscale.labeling.task_classifier",

@@ -56,7 +56,9 @@ def test_helpfulness_pack_loads_and_assigns_task_types():
     for expected in ("refuses", "asks_back", "list_format", "too_short", "rambling_for_short_task"):
         assert expected in names
     kinds = {lf.kind for lf in pack.functions}
-    assert kinds <= {"regex", "list_format", "ordered", "word_ratio", "length", "unfinished"}
+    # nothing that needs a model: text patterns, and consensus over TF-IDF
+    assert kinds <= {"regex", "list_format", "ordered", "word_ratio", "length", "unfinished", "consensus"}
+    assert all(lf.backend == "tfidf" for lf in pack.functions if lf.kind == "consensus")
     assert pack.task_type_of(
         [
             "Rewrite this sentence in the passive voice.",

@@ -1,0 +1,121 @@
+"""A model-level holdout of an LF pack on AlpacaEval annotations: some models' judgements tune, others report.
+
+The judge's annotations play the part of SME gold: a small labelled set that tunes a threshold, never the
+targets of the reward that is then scored on them. For each pair of held-out models, one labeling function's
+symmetric thresholds (`high_above: t`, `low_below: -t`, or the function left out) are chosen from a grid by the
+length-balanced agreement on the pairs among the *other* models, and the reward with that choice is scored on the
+pairs between the two held-out models only. Every pair is thus scored once, by a setting chosen without either of
+its models' annotations. The label model itself is fitted on every answer's votes without labels, as in
+`prefscale score`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from prefscale.config.labeling import DEFAULT_PACK, LFPack, load_lf_pack
+from prefscale.rewards.text_scores import label_model_scores
+from prefscale.tools.score import (
+    alpaca_answers_and_pairs,
+    annotation_files,
+    length_controlled,
+    pair_agreement,
+    pairs_with_rewards,
+)
+
+DEFAULT_GRID: tuple[float | None, ...] = (None, 0.02, 0.04, 0.05, 0.06, 0.07, 0.08, 0.10)
+
+
+def pack_variant(pack: LFPack, lf: str, threshold: float | None) -> LFPack:
+    """`pack` with labeling function `lf` voting high at >= threshold and low at <= -threshold (None: left out)."""
+    names = [f.name for f in pack.functions]
+    if lf not in names:
+        raise ValueError(f"LF pack {pack.name!r} has no labeling function {lf!r}; it has {names}")
+    if threshold is None:
+        functions = tuple(f for f in pack.functions if f.name != lf)
+    else:
+        functions = tuple(
+            f.model_copy(update={"high_above": threshold, "low_below": -threshold}) if f.name == lf else f
+            for f in pack.functions
+        )
+        type(functions[names.index(lf)]).model_validate(functions[names.index(lf)].model_dump())
+    return pack.model_copy(update={"functions": functions})
+
+
+def model_holdout(
+    directory: str | Path,
+    *,
+    pack: str | Path = DEFAULT_PACK,
+    lf: str = "consensus",
+    grid: Sequence[float | None] = DEFAULT_GRID,
+    min_gap: float = 0.5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Agreement with the judge on a model-level holdout, `lf`'s threshold tuned per split (module docstring).
+
+    Returns the pooled agreement over every held-out pair (`pair_agreement`'s keys), each split's held-out models,
+    chosen threshold and its tuning score, and, for reference, every grid value scored on all pairs at once (which
+    is *not* a holdout: it shows what tuning on the evaluation data would have picked).
+    """
+    files = annotation_files(directory)
+    answers, pairs = alpaca_answers_and_pairs(files, min_gap)
+    models = sorted(set(answers["generator"].to_list()))
+    if len(models) < 4:
+        raise ValueError(
+            f"a model-level holdout needs annotations of 4 or more models; {directory} has {models}"
+        )
+    base = load_lf_pack(pack)
+    joined: dict[float | None, pl.DataFrame] = {}
+    for t in grid:
+        variant = pack_variant(base, lf, t)
+        scores = label_model_scores(
+            answers["instruction"].to_list(), answers["output"].to_list(), variant, seed=seed
+        )
+        scored = answers.select(
+            "instruction",
+            "generator",
+            pl.Series("reward", scores.rewards, dtype=pl.Float64),
+            pl.col("output").str.len_chars().alias("chars"),
+        )
+        joined[t] = pairs_with_rewards(pairs, length_controlled(scored)[0])
+    splits, held_parts = [], []
+    for held in itertools.combinations(models, 2):
+        train = [m for m in models if m not in held]
+
+        def among(frame: pl.DataFrame, group: Sequence[str]) -> pl.DataFrame:
+            return frame.filter(pl.col("winner").is_in(group) & pl.col("loser").is_in(group))
+
+        tuning = {t: _balanced(among(joined[t], train)) for t in grid}
+        best = max(grid, key=lambda t: (tuning[t], t is not None, -(t or 0.0)))
+        part = among(joined[best], held)
+        held_parts.append(part)
+        splits.append(
+            {
+                "held_out": list(held),
+                "threshold": best,
+                "tuning_length_balanced": tuning[best],
+                "held_out_pairs": part.height,
+            }
+        )
+    return {
+        "files": [p.name for p in files],
+        "models": models,
+        "lf": lf,
+        "grid": list(grid),
+        "held_out": pair_agreement(pl.concat(held_parts)),
+        "splits": splits,
+        "all_pairs_by_threshold": {str(t): pair_agreement(joined[t]) for t in grid},
+    }
+
+
+def _balanced(part: pl.DataFrame) -> float:
+    """Length-balanced agreement, or plain agreement when the judge never (or always) preferred the shorter."""
+    a = pair_agreement(part)
+    value = a["length_balanced_accuracy"]
+    return float(a["reward_accuracy"] if np.isnan(value) else value) if part.height else float("-inf")

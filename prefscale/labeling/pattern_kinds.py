@@ -266,6 +266,46 @@ class LengthLF(_LFBase):
         )
 
 
+class RepetitionLF(_LFBase):
+    """Fires when at least `min_repeated_share` of the response's lines (those of `min_line_chars` or more,
+    compared stripped and case-folded) repeat an earlier line: a reply that loops or restates itself."""
+
+    kind: Literal["repetition"] = Field(
+        default="repetition", description="repetition: the response repeats its own lines"
+    )
+    min_line_chars: int = Field(
+        default=20,
+        ge=1,
+        description="lines shorter than this (stripped) are not compared: blank lines, bullets, short labels",
+    )
+    min_repeated_share: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="fire when (lines - distinct lines) / lines, over the compared lines, is at least this",
+    )
+
+    def fires(self, words: pl.Expr) -> pl.Expr:
+        lines = (
+            pl.col("response")
+            .str.split("\n")
+            .list.eval(pl.element().str.strip_chars().str.to_lowercase())
+            .list.eval(pl.element().filter(pl.element().str.len_chars() >= self.min_line_chars))
+        )
+        n = lines.list.len()
+        return (n > 0) & (
+            (n - lines.list.n_unique()) / n.cast(pl.Float64).clip(lower_bound=1) >= self.min_repeated_share
+        )
+
+    def _row_fires(self, row: Mapping[str, Any]) -> bool:
+        text = _text(row, "response")
+        if text is None:
+            return False
+        lines = [x.strip().lower() for x in text.split("\n")]
+        lines = [x for x in lines if len(x) >= self.min_line_chars]
+        return bool(lines) and (len(lines) - len(set(lines))) / len(lines) >= self.min_repeated_share
+
+
 class FinishLF(_LFBase):
     """A metric LF on generation metadata: fires when the sample was cut at the token limit."""
 

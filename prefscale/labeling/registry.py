@@ -21,6 +21,7 @@ from prefscale.labeling.pattern_kinds import (
     OrderedLF,
     PythonLF,
     RegexLF,
+    RepetitionLF,
     SnorkelLF,
     WordRatioLF,
 )
@@ -31,6 +32,7 @@ ROW_KINDS: tuple[type, ...] = (
     OrderedLF,
     WordRatioLF,
     LengthLF,
+    RepetitionLF,
     FinishLF,
     PythonLF,
     SnorkelLF,

@@ -57,7 +57,16 @@ def test_helpfulness_pack_loads_and_assigns_task_types():
         assert expected in names
     kinds = {lf.kind for lf in pack.functions}
     # nothing that needs a model: text patterns, and consensus over TF-IDF
-    assert kinds <= {"regex", "list_format", "ordered", "word_ratio", "length", "unfinished", "consensus"}
+    assert kinds <= {
+        "regex",
+        "list_format",
+        "ordered",
+        "word_ratio",
+        "length",
+        "unfinished",
+        "repetition",
+        "consensus",
+    }
     assert all(lf.backend == "tfidf" for lf in pack.functions if lf.kind == "consensus")
     assert pack.task_type_of(
         [

@@ -352,15 +352,17 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
         have = {r[0] for r in con.sql("select column_name from (describe eval_leaderboard)").fetchall()}
         extra = [
             f"round({c}, 3) as {c}" if c != "reference" else c
-            for c in ("finished_adherence", "lc_win_rate", "standard_error", "reference")
+            for c in ("finished_adherence", "standard_error", "reference")
             if c in have
         ]
+        # the length-controlled win rate beside the raw one: a gain that is only longer replies shows as a gap
+        lc = ", round(lc_win_rate, 3) as lc_win_rate" if "lc_win_rate" in have else ""
         # the generator (base, dpo-iter<i>, dpo-iter<i>+bo<N>) where the warehouse has it: best-of-N rows sit
         # beside their plain checkpoint
         gen = ", generator" if "generator" in have else ""
         order = "iteration, judge" + (", reference" if "reference" in have else "") + gen
         board = con.sql(
-            f"select iteration, judge{gen}, round(win_rate, 3) as win_rate, n_total, "
+            f"select iteration, judge{gen}, round(win_rate, 3) as win_rate{lc}, n_total, "
             "round(avg_length, 1) as avg_length, round(mean_adherence, 3) as mean_adherence, "
             "round(adherence_gain, 3) as adherence_gain, round(unfinished_rate, 3) as unfinished_rate"
             + "".join(f", {c}" for c in extra)

@@ -150,9 +150,9 @@ def test_leaderboard_shows_best_of_n_beside_the_checkpoint(tmp_path, capsys):
         )
         con.execute(
             "insert into eval_leaderboard values "
-            "(1, 'best_of_n', 'dpo-iter1+bo4', 'sme_rubric', 'heldout_base', 0.8, null, null, 60, 90, 0.7, 0.3, 0), "
-            "(1, 'checkpoint', 'dpo-iter1', 'sme_rubric', 'heldout_base', 0.6, null, null, 60, 95, 0.5, 0.1, 0), "
-            "(0, 'base', 'base', 'sme_rubric', 'heldout_base', 0.5, null, null, 60, 99, 0.4, 0.0, 0)"
+            "(1, 'best_of_n', 'dpo-iter1+bo4', 'sme_rubric', 'heldout_base', 0.8, null, 0.75, 60, 90, 0.7, 0.3, 0), "
+            "(1, 'checkpoint', 'dpo-iter1', 'sme_rubric', 'heldout_base', 0.6, null, 0.58, 60, 95, 0.5, 0.1, 0), "
+            "(0, 'base', 'base', 'sme_rubric', 'heldout_base', 0.5, null, 0.5, 60, 99, 0.4, 0.0, 0)"
         )
         con.execute(
             "create table eval_adherence (iteration integer, model varchar, variant varchar, generator varchar, "
@@ -166,12 +166,13 @@ def test_leaderboard_shows_best_of_n_beside_the_checkpoint(tmp_path, capsys):
     assert main(["leaderboard", "--home", str(home)]) == 0
     lines = capsys.readouterr().out.splitlines()
     i = next(k for k, line in enumerate(lines) if line.startswith("eval_leaderboard"))
-    assert lines[i + 1].split()[:4] == ["iteration", "judge", "generator", "win_rate"]
-    rows = [line.split()[:4] for line in lines[i + 3 : i + 6]]
+    # the length-controlled win rate right beside the raw one
+    assert lines[i + 1].split()[:5] == ["iteration", "judge", "generator", "win_rate", "lc_win_rate"]
+    rows = [line.split()[:5] for line in lines[i + 3 : i + 6]]
     assert rows == [
-        ["0", "sme_rubric", "base", "0.500"],
-        ["1", "sme_rubric", "dpo-iter1", "0.600"],
-        ["1", "sme_rubric", "dpo-iter1+bo4", "0.800"],
+        ["0", "sme_rubric", "base", "0.500", "0.500"],
+        ["1", "sme_rubric", "dpo-iter1", "0.600", "0.580"],
+        ["1", "sme_rubric", "dpo-iter1+bo4", "0.800", "0.750"],
     ]
     assert any("best-of-N at inference" in line for line in lines)
     j = lines.index(

@@ -8,6 +8,7 @@ from assets.partitions import ITERATIONS, iteration_of
 from assets.rewards import REWARD_SCORES
 from prefscale.artifacts import CHOSEN_DIFFERS_FROM_REJECTED, MARGINS_POSITIVE, PAIRS_REFERENCE_CANDIDATES
 from prefscale.pairs.checks import non_positive_margins, unknown_candidate_refs
+from prefscale.pairs.length import describe_length_control
 from prefscale.pairs.selection import DROP_REASONS, select_pairs
 from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
@@ -45,8 +46,9 @@ def _quantiles(col: pl.Series) -> list[float]:
             asset=PREFERENCE_PAIRS,
             blocking=True,
             description="Every pair's chosen candidate ranks above its rejected one: margin > 0 on the "
-            "selection key (the reward, with unfinished_is_worst's penalty and length_penalized's λ·length), "
-            "not NaN. The raw reward margin can be negative when the rejected response was cut off.",
+            "selection key (the reward, with unfinished_is_worst's penalty, length_penalized's λ·length and "
+            "length_control's learned slope·log-length), not NaN. The raw reward margin can be negative when "
+            "the rejected response was cut off or longer.",
         ),
         dg.AssetCheckSpec(
             PAIRS_REFERENCE_CANDIDATES,
@@ -76,6 +78,7 @@ def preference_pairs(
         min_margin=r.pairs.min_margin,
         unfinished_is_worst=r.pairs.unfinished_is_worst,
         length_penalty=r.pairs.length_penalty,
+        length_control=r.pairs.length_control,
         seed=r.seed + i,
         system=r.policy.system_prompt,
     )
@@ -91,6 +94,8 @@ def preference_pairs(
         params={
             **r.pairs.model_dump(mode="json"),
             "seed": r.seed + i,
+            "length_slope_removed": sel.length_slope,
+            "length_control_note": describe_length_control(r.pairs.length_control, sel.length_slope),
             **system_params(r.policy.system_prompt),
         },
     )
@@ -124,13 +129,19 @@ def preference_pairs(
     )
     sources = rewards["source"].unique().sort().to_list()
     bad_margins = non_positive_margins(
-        p, cands, unfinished_is_worst=r.pairs.unfinished_is_worst, length_penalty=r.pairs.length_penalty
+        p,
+        cands,
+        unfinished_is_worst=r.pairs.unfinished_is_worst,
+        length_penalty=r.pairs.length_penalty,
+        length_slope=sel.length_slope,
     )
     bad_refs = unknown_candidate_refs(p, cands)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": p.height,
             "strategy": r.pairs.strategy,
+            "length_control": describe_length_control(r.pairs.length_control, sel.length_slope),
+            "length_slope_removed": round(sel.length_slope, 6),
             "reward_source": ", ".join(sources),
             "prompts": n_prompts,
             "pair_rate": round(p.height / max(1, n_prompts), 4),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from prefscale.config.base import _Strict
@@ -35,10 +37,25 @@ class PairsConfig(_Strict):
         description="length_penalized only: rank by reward minus this times the response length in characters",
     )
 
+    length_control: Literal["none", "regress"] = Field(
+        default="none",
+        description="none: rank candidates by their reward; regress (any strategy): by the reward less its "
+        "learned length trend, reward - slope·(log(1+chars) - mean), the least-squares slope of the reward on "
+        "log(1+chars) fitted over the iteration's candidates (the finished ones when unfinished_is_worst), so the "
+        "chosen reply is not picked for being longer. Only a positive slope is removed (a reward that prefers "
+        "shorter replies is left as is); the slope is recorded in the pairs' manifest and metadata. Not with "
+        "length_penalty",
+    )
+
     @model_validator(mode="after")
     def _penalty_used(self) -> PairsConfig:
         if self.length_penalty and self.strategy != "length_penalized":
             raise ValueError(
                 f"pairs.length_penalty is only used by strategy 'length_penalized', not {self.strategy!r}"
+            )
+        if self.length_penalty and self.length_control != "none":
+            raise ValueError(
+                f"pairs.length_control: {self.length_control} and pairs.length_penalty: {self.length_penalty} "
+                "both correct for length: use one (length_penalty 0 with regress)"
             )
         return self

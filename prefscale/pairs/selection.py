@@ -1,7 +1,12 @@
 """Preference pairs: one (chosen, rejected) pair per prompt, in the `prompt/chosen/rejected` format TRL reads.
 
 Each strategy ranks a prompt's candidates by a key: the reward, minus `UNFINISHED_PENALTY` for a sample cut at the
-token limit (`unfinished_is_worst`), minus `length_penalty` × its length in characters (`length_penalized` only).
+token limit (`unfinished_is_worst`), minus `length_penalty` × its length in characters (`length_penalized` only),
+and with `length_control="regress"` (any strategy) minus `slope` × (log(1 + characters) − their mean), the slope
+the reward gains per log-char, fitted by least squares over the candidates of the call (`pairs/length.py`): over
+the finished ones when `unfinished_is_worst` (the others rank last whatever their reward), else over all. Only a
+positive slope is removed: a reward that prefers shorter replies is left as is. The fitted slope is returned as
+`PairSelection.length_slope` (0.0 when nothing was removed).
 
 | strategy | chosen | rejected |
 |---|---|---|
@@ -26,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from prefscale.pairs.length import LENGTH_CONTROLS, length_slope
 from prefscale.pairs.registry import PAIR_STRATEGIES
 from prefscale.pairs.strategies import (
     BELOW_MIN_MARGIN,
@@ -68,6 +74,7 @@ DROPPED_SCHEMA = {"prompt_id": pl.String, "reason": pl.String}
 class PairSelection:
     pairs: pl.DataFrame
     dropped: pl.DataFrame  # prompt_id, reason
+    length_slope: float = 0.0  # reward per log-char removed from the ranking key (length_control="regress")
 
 
 def select_pairs(
@@ -78,12 +85,14 @@ def select_pairs(
     min_margin: float = TIE_TOLERANCE,
     unfinished_is_worst: bool = True,
     length_penalty: float = 0.0,
+    length_control: str = "none",
     seed: int = 0,
     system: str | None = None,
 ) -> PairSelection:
     """One (chosen, rejected) pair per prompt by `strategy` (see the module docstring), and the dropped prompts.
 
     `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
+    `length_control` (`none` or `regress`) removes the reward's learned length slope from the key, any strategy.
     `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
     `system` (the recipe's `policy.system_prompt`) opens each pair's `prompt` messages, as the candidates saw it.
     """
@@ -92,6 +101,10 @@ def select_pairs(
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     if length_penalty and strategy != "length_penalized":
         raise ValueError(f"length_penalty={length_penalty} is only used by strategy 'length_penalized'")
+    if length_control not in LENGTH_CONTROLS:
+        raise ValueError(f"unknown length_control {length_control!r}; known: {', '.join(LENGTH_CONTROLS)}")
+    if length_control != "none" and length_penalty:
+        raise ValueError(f"length_control={length_control!r} and length_penalty={length_penalty}: use one")
     df = candidates.join(rewards.select("candidate_id", "reward"), on="candidate_id", how="inner")
     if df.height != candidates.height:
         raise ValueError(f"{candidates.height - df.height} candidates have no reward score")
@@ -101,7 +114,12 @@ def select_pairs(
         key = key - pl.when(pl.col("finish_reason") == "length").then(UNFINISHED_PENALTY).otherwise(0.0)
     if length_penalty:
         key = key - length_penalty * length
-    df = df.with_columns(key.alias("_key"), length.alias("_len"))
+    df = df.with_columns(length.alias("_len"))
+    slope = _fitted_slope(df, unfinished_is_worst) if length_control == "regress" else 0.0
+    if slope:
+        log_len = pl.col("_len").cast(pl.Float64).log1p()
+        key = key - slope * (log_len - log_len.mean())
+    df = df.with_columns(key.alias("_key"))
     # One sort for all prompts (by prompt, then best key first, ties to the lower sample_idx) and one pass over
     # the rows: per-prompt frames cost more than the strategies themselves at a million candidates.
     ranked_all = df.sort("prompt_id", "sample_idx").sort(
@@ -117,7 +135,14 @@ def select_pairs(
     return PairSelection(
         pairs=_pairs_frame(pairs, system),
         dropped=pl.DataFrame(dropped, schema=DROPPED_SCHEMA, orient="row"),
+        length_slope=slope,
     )
+
+
+def _fitted_slope(df: pl.DataFrame, unfinished_is_worst: bool) -> float:
+    """The positive part of the reward's slope on log(1 + chars), over the candidates ranked by their reward."""
+    fit = df.filter(pl.col("finish_reason").ne_missing("length")) if unfinished_is_worst else df
+    return max(0.0, length_slope(fit["_len"].to_numpy(), fit["reward"].cast(pl.Float64).to_numpy()))
 
 
 def _by_prompt(ranked_all: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, Any]]]]:

@@ -45,6 +45,7 @@ import polars as pl
 from prefscale.config.labeling import DEFAULT_PACK, load_lf_pack
 from prefscale.evaluation.alpaca_metrics import load_annotations
 from prefscale.jsonl import json_type_name, parse_object_line
+from prefscale.pairs.length import length_slope, log_length
 from prefscale.rewards.text_scores import score_pairs
 
 MAX_REPORTED = 20  # bad rows listed before "... and N more"
@@ -327,11 +328,11 @@ def pairs_with_rewards(pairs: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFram
 
 def length_controlled(scored: pl.DataFrame) -> tuple[pl.DataFrame, float]:
     """`scored` (`reward`, `chars`) with `reward_lc`: the reward less its least-squares linear trend in
-    log(characters), and that slope. What `reward_lc` still ranks is what the reward sees beyond length."""
-    x = np.log1p(scored["chars"].to_numpy().astype(np.float64))
+    log(1 + characters) (`prefscale.pairs.length.length_slope`, removed whatever its sign), and that slope. What
+    `reward_lc` still ranks is what the reward sees beyond length."""
+    x = log_length(scored["chars"].to_numpy())
     y = scored["reward"].to_numpy().astype(np.float64)
-    var = float(np.var(x))
-    slope = float(np.mean((x - x.mean()) * (y - y.mean())) / var) if var > 0 else 0.0
+    slope = length_slope(scored["chars"].to_numpy(), y)  # the fit `pairs.length_control: regress` uses
     return scored.with_columns(pl.Series("reward_lc", y - slope * (x - x.mean()), dtype=pl.Float64)), slope
 
 

@@ -72,15 +72,7 @@ def preference_pairs(
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
     rewards = store.read_frame(REWARD_SCORES.path[-1], str(i))
     sel = select_pairs(
-        cands,
-        rewards,
-        strategy=r.pairs.strategy,
-        min_margin=r.pairs.min_margin,
-        unfinished_is_worst=r.pairs.unfinished_is_worst,
-        length_penalty=r.pairs.length_penalty,
-        length_control=r.pairs.length_control,
-        seed=r.seed + i,
-        system=r.policy.system_prompt,
+        cands, rewards, **r.pairs.selection_options(), seed=r.seed + i, system=r.policy.system_prompt
     )
     if sel.pairs.height == 0:
         raise dg.Failure(

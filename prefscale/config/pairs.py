@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -47,6 +47,25 @@ class PairsConfig(_Strict):
         "length_penalty",
     )
 
+    length_control_strength: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="regress only: the share of the fitted length slope removed, in (0, 1] (1: all of it; 0.5: "
+        "half, so a reward that partly rewards detail keeps half of its length trend)",
+    )
+
+    def selection_options(self) -> dict[str, Any]:
+        """The `prefscale.pairs.selection.select_pairs` settings this section holds (all but the seed)."""
+        return {
+            "strategy": self.strategy,
+            "min_margin": self.min_margin,
+            "unfinished_is_worst": self.unfinished_is_worst,
+            "length_penalty": self.length_penalty,
+            "length_control": self.length_control,
+            "length_control_strength": self.length_control_strength,
+        }
+
     @model_validator(mode="after")
     def _penalty_used(self) -> PairsConfig:
         if self.length_penalty and self.strategy != "length_penalized":
@@ -57,5 +76,10 @@ class PairsConfig(_Strict):
             raise ValueError(
                 f"pairs.length_control: {self.length_control} and pairs.length_penalty: {self.length_penalty} "
                 "both correct for length: use one (length_penalty 0 with regress)"
+            )
+        if self.length_control_strength != 1.0 and self.length_control == "none":
+            raise ValueError(
+                f"pairs.length_control_strength: {self.length_control_strength} is only used with "
+                "pairs.length_control: regress"
             )
         return self

@@ -5,8 +5,8 @@ token limit (`unfinished_is_worst`), minus `length_penalty` × its length in cha
 and with `length_control="regress"` (any strategy) minus `slope` × (log(1 + characters) − their mean), the slope
 the reward gains per log-char, fitted by least squares over the candidates of the call (`pairs/length.py`): over
 the finished ones when `unfinished_is_worst` (the others rank last whatever their reward), else over all. Only a
-positive slope is removed: a reward that prefers shorter replies is left as is. The fitted slope is returned as
-`PairSelection.length_slope` (0.0 when nothing was removed).
+positive slope is removed (times `length_control_strength`, the share removed): a reward that prefers shorter
+replies is left as is. The slope removed is returned as `PairSelection.length_slope` (0.0 when nothing was).
 
 | strategy | chosen | rejected |
 |---|---|---|
@@ -86,13 +86,15 @@ def select_pairs(
     unfinished_is_worst: bool = True,
     length_penalty: float = 0.0,
     length_control: str = "none",
+    length_control_strength: float = 1.0,
     seed: int = 0,
     system: str | None = None,
 ) -> PairSelection:
     """One (chosen, rejected) pair per prompt by `strategy` (see the module docstring), and the dropped prompts.
 
     `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
-    `length_control` (`none` or `regress`) removes the reward's learned length slope from the key, any strategy.
+    `length_control` (`none` or `regress`) removes the reward's learned length slope from the key, any strategy;
+    `length_control_strength` (in (0, 1]) is the share of that slope removed.
     `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
     `system` (the recipe's `policy.system_prompt`) opens each pair's `prompt` messages, as the candidates saw it.
     """
@@ -105,6 +107,8 @@ def select_pairs(
         raise ValueError(f"unknown length_control {length_control!r}; known: {', '.join(LENGTH_CONTROLS)}")
     if length_control != "none" and length_penalty:
         raise ValueError(f"length_control={length_control!r} and length_penalty={length_penalty}: use one")
+    if not 0 < length_control_strength <= 1:
+        raise ValueError(f"length_control_strength must be in (0, 1], got {length_control_strength}")
     df = candidates.join(rewards.select("candidate_id", "reward"), on="candidate_id", how="inner")
     if df.height != candidates.height:
         raise ValueError(f"{candidates.height - df.height} candidates have no reward score")
@@ -115,7 +119,11 @@ def select_pairs(
     if length_penalty:
         key = key - length_penalty * length
     df = df.with_columns(length.alias("_len"))
-    slope = _fitted_slope(df, unfinished_is_worst) if length_control == "regress" else 0.0
+    slope = (
+        length_control_strength * _fitted_slope(df, unfinished_is_worst)
+        if length_control == "regress"
+        else 0.0
+    )
     if slope:
         log_len = pl.col("_len").cast(pl.Float64).log1p()
         key = key - slope * (log_len - log_len.mean())

@@ -174,15 +174,13 @@ def run_pair_ablation(
                     recipe.seed * 100 + i,
                 )
                 rewards = _rewards(cands, recipe, compute, work_dir, rm_dir)
+                options = {
+                    **p.selection_options(),
+                    "strategy": strategy,
+                    "length_penalty": p.length_penalty if strategy == "length_penalized" else 0.0,
+                }
                 sel = select_pairs(
-                    cands,
-                    rewards,
-                    strategy=strategy,
-                    min_margin=p.min_margin,
-                    unfinished_is_worst=p.unfinished_is_worst,
-                    length_penalty=p.length_penalty if strategy == "length_penalized" else 0.0,
-                    seed=recipe.seed + i,
-                    system=recipe.policy.system_prompt,
+                    cands, rewards, **options, seed=recipe.seed + i, system=recipe.policy.system_prompt
                 )
                 if sel.pairs.height == 0:
                     raise ValueError(f"{strategy}, iteration {i}: no preference pairs survived selection")

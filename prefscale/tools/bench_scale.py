@@ -288,16 +288,7 @@ def _preference_pairs(store: ArtifactStore, recipe: Any) -> tuple[int, dict[str,
     p = recipe.pairs
     seed = recipe.seed + int(PARTITION)
     t = perf_counter()
-    sel = select_pairs(
-        cands,
-        rewards,
-        strategy=p.strategy,
-        min_margin=p.min_margin,
-        unfinished_is_worst=p.unfinished_is_worst,
-        length_penalty=p.length_penalty,
-        seed=seed,
-        system=recipe.policy.system_prompt,
-    )
+    sel = select_pairs(cands, rewards, **p.selection_options(), seed=seed, system=recipe.policy.system_prompt)
     select = perf_counter() - t
     store.write_tables(
         "preference_pairs",
@@ -307,7 +298,11 @@ def _preference_pairs(store: ArtifactStore, recipe: Any) -> tuple[int, dict[str,
         params={**p.model_dump(mode="json"), "seed": seed},
     )
     bad_margins = non_positive_margins(
-        sel.pairs, cands, unfinished_is_worst=p.unfinished_is_worst, length_penalty=p.length_penalty
+        sel.pairs,
+        cands,
+        unfinished_is_worst=p.unfinished_is_worst,
+        length_penalty=p.length_penalty,
+        length_slope=sel.length_slope,
     )
     bad_refs = unknown_candidate_refs(sel.pairs, cands)
     return sel.pairs.height, {

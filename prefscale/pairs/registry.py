@@ -13,5 +13,6 @@ PAIR_STRATEGIES: Registry = Registry(
         "min_margin": "prefscale.pairs.strategies:min_margin",
         "length_penalized": "prefscale.pairs.strategies:length_penalized",
         "best_vs_worst_finished": "prefscale.pairs.finished:best_vs_worst_finished",
+        "length_matched": "prefscale.pairs.strategies:length_matched",
     },
 )

@@ -15,6 +15,7 @@ replies is left as is. The slope removed is returned as `PairSelection.length_sl
 | `length_penalized` (RLHFlow `max_min_p`) | highest `key - λ·len` | lowest `key - λ·len` |
 | `best_vs_random` (RLHFlow `max_random`) | highest key | a random other candidate at least `min_margin` below it |
 | `random_pair` (RLHFlow `random`) | the higher of a random pair at least `min_margin` apart | the lower one |
+| `length_matched` | the higher of the widest-margin pair whose lengths are within `max_length_ratio` | the lower one |
 
 Ties on the key go to the lower `sample_idx` for chosen and the higher for rejected. Random draws are seeded per
 prompt from `seed` and the prompt id, so a selection does not depend on row order or on the other prompts.
@@ -51,7 +52,8 @@ DROP_REASONS = {
     TIED_REWARDS: "best and worst keys differ by less than min_margin (by less than 1e-6 with min_margin)",
     BELOW_MIN_MARGIN: "min_margin: best and worst keys differ by at least 1e-6 but less than min_margin",
     IDENTICAL_BEST_AND_WORST: "best and worst have the same response (best_vs_worst, min_margin, length_penalized)",
-    NO_ELIGIBLE_PAIR: "every pair min_margin apart repeats a response (random_pair, best_vs_random)",
+    NO_ELIGIBLE_PAIR: "every pair min_margin apart repeats a response (random_pair, best_vs_random), or none "
+    "is within max_length_ratio (length_matched)",
 }
 
 PAIR_SCHEMA = {
@@ -87,6 +89,7 @@ def select_pairs(
     length_penalty: float = 0.0,
     length_control: str = "none",
     length_control_strength: float = 1.0,
+    max_length_ratio: float = 1.25,
     seed: int = 0,
     system: str | None = None,
 ) -> PairSelection:
@@ -94,7 +97,8 @@ def select_pairs(
 
     `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
     `length_control` (`none` or `regress`) removes the reward's learned length slope from the key, any strategy;
-    `length_control_strength` (in (0, 1]) is the share of that slope removed.
+    `length_control_strength` (in (0, 1]) is the share of that slope removed. `max_length_ratio` (>= 1) bounds
+    how much longer one side of a `length_matched` pair may be than the other.
     `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
     `system` (the recipe's `policy.system_prompt`) opens each pair's `prompt` messages, as the candidates saw it.
     """
@@ -107,6 +111,8 @@ def select_pairs(
         raise ValueError(f"unknown length_control {length_control!r}; known: {', '.join(LENGTH_CONTROLS)}")
     if length_control != "none" and length_penalty:
         raise ValueError(f"length_control={length_control!r} and length_penalty={length_penalty}: use one")
+    if max_length_ratio < 1:
+        raise ValueError(f"max_length_ratio must be >= 1, got {max_length_ratio}")
     if not 0 < length_control_strength <= 1:
         raise ValueError(f"length_control_strength must be in (0, 1], got {length_control_strength}")
     df = candidates.join(rewards.select("candidate_id", "reward"), on="candidate_id", how="inner")
@@ -135,7 +141,7 @@ def select_pairs(
     )
     pairs, dropped = [], []
     for pid, ranked in _by_prompt(ranked_all):
-        picked = _pick(ranked, pid, pick, min_margin, seed)
+        picked = _pick(ranked, Draw(pid, seed, min_margin, max_length_ratio), pick)
         if isinstance(picked, str):
             dropped.append((pid, picked))
         else:
@@ -166,15 +172,15 @@ def _by_prompt(ranked_all: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, A
 
 
 def _pick(
-    ranked: list[dict[str, Any]], pid: str, pick: PickFn, min_margin: float, seed: int
+    ranked: list[dict[str, Any]], draw: Draw, pick: PickFn
 ) -> tuple[dict[str, Any], dict[str, Any]] | str:
     """(chosen, rejected) rows of one prompt's candidates (ranked best first), or the reason to drop it."""
     if len({r["response"] for r in ranked}) == 1:
         return IDENTICAL_CANDIDATES
     gap = ranked[0]["_key"] - ranked[-1]["_key"]
-    if gap < min_margin:
+    if gap < draw.min_margin:
         return TIED_REWARDS if gap < TIE_TOLERANCE else pick.below_margin
-    return pick(ranked, Draw(pid, seed, min_margin))
+    return pick(ranked, draw)
 
 
 _FLAT_PAIR_SCHEMA = {

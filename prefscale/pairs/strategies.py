@@ -26,11 +26,13 @@ Row = dict[
 
 @dataclass(frozen=True)
 class Draw:
-    """What a strategy may use besides the ranking: the prompt id and seed (random draws), and `min_margin`."""
+    """What a strategy may use besides the ranking: the prompt id and seed (random draws), `min_margin`, and
+    `max_length_ratio` (`length_matched`)."""
 
     prompt_id: str
     seed: int
     min_margin: float
+    max_length_ratio: float = 1.25  # length_matched: the longer side at most this many times the shorter
 
     def rng(self) -> random.Random:
         """Seeded per prompt: str seeds hash with sha512, stable across runs, processes and row orders."""
@@ -106,3 +108,18 @@ def random_pair(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
         if eligible(hi, lo, draw.min_margin):
             options.append((hi, lo))
     return rng.choice(options) if options else NO_ELIGIBLE_PAIR
+
+
+@strategy()
+def length_matched(ranked: list[Row], draw: Draw) -> tuple[Row, Row] | str:
+    """The widest-margin pair whose lengths are within `max_length_ratio` of each other: the preference is
+    compared within a length bucket, so the chosen side cannot win by being longer (nor lose by it)."""
+    best: tuple[Row, Row] | None = None
+    for i, hi in enumerate(ranked):
+        for lo in ranked[i + 1 :]:
+            short, long = sorted((hi["_len"], lo["_len"]))
+            if long > draw.max_length_ratio * max(short, 1) or not eligible(hi, lo, draw.min_margin):
+                continue
+            if best is None or hi["_key"] - lo["_key"] > best[0]["_key"] - best[1]["_key"]:
+                best = (hi, lo)
+    return best if best is not None else NO_ELIGIBLE_PAIR

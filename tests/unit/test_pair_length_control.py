@@ -15,6 +15,7 @@ from prefscale.config.recipe import load_recipe
 from prefscale.pairs.checks import non_positive_margins
 from prefscale.pairs.length import LENGTH_CONTROLS, describe_length_control, length_slope
 from prefscale.pairs.selection import BELOW_MIN_MARGIN, PAIR_STRATEGIES, select_pairs
+from prefscale.pairs.strategies import NO_ELIGIBLE_PAIR
 
 
 def frame(rows):
@@ -191,3 +192,31 @@ def test_recipe_strength_needs_regress_and_reaches_select_pairs():
         load_recipe("embedded", {"pairs": {"length_control_strength": 0.5}})
     with pytest.raises(RecipeError, match=r"pairs\.length_control_strength"):
         load_recipe("embedded", {"pairs": {"length_control": "regress", "length_control_strength": 1.5}})
+
+
+def test_length_matched_compares_within_a_length_bucket():
+    cands, rewards = length_driven()
+    off = select_pairs(cands, rewards)
+    matched = select_pairs(cands, rewards, strategy="length_matched", max_length_ratio=1.25)
+    chosen, rejected = (
+        matched.pairs[side].list.last().struct.field("content").str.len_chars()
+        for side in ("chosen", "rejected")
+    )
+    a, b = chosen.to_numpy(), rejected.to_numpy()
+    assert (a.clip(min=b) <= 1.25 * b.clip(max=a)).all()  # every pair within the bucket
+    assert matched.pairs.height + matched.dropped.height == 60
+    assert (matched.pairs["margin"] > 0).all()  # the better-rewarded of the two is chosen
+    assert abs(matched.pairs["length_diff"].mean()) < 0.25 * off.pairs["length_diff"].mean()
+    strict = select_pairs(cands, rewards, strategy="length_matched", max_length_ratio=1.0)
+    assert set(strict.dropped["reason"]) == {NO_ELIGIBLE_PAIR}  # every candidate differs in length
+    with pytest.raises(ValueError, match=r"max_length_ratio must be >= 1, got 0.5"):
+        select_pairs(cands, rewards, strategy="length_matched", max_length_ratio=0.5)
+
+
+def test_recipe_max_length_ratio_goes_with_length_matched():
+    r = load_recipe("embedded", {"pairs": {"strategy": "length_matched", "max_length_ratio": 1.5}})
+    assert r.pairs.selection_options()["max_length_ratio"] == 1.5
+    with pytest.raises(
+        RecipeError, match=r"pairs\.max_length_ratio is only used by strategy 'length_matched'"
+    ):
+        load_recipe("embedded", {"pairs": {"max_length_ratio": 1.5}})

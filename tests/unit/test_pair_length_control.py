@@ -6,7 +6,6 @@ import math
 import random
 import typing
 
-import polars as pl
 import pytest
 
 from prefscale.config.base import RecipeError
@@ -16,22 +15,7 @@ from prefscale.pairs.checks import non_positive_margins
 from prefscale.pairs.length import LENGTH_CONTROLS, describe_length_control, length_slope
 from prefscale.pairs.selection import BELOW_MIN_MARGIN, PAIR_STRATEGIES, select_pairs
 from prefscale.pairs.strategies import NO_ELIGIBLE_PAIR
-
-
-def frame(rows):
-    """rows: (prompt_id, sample_idx, response, reward, finish_reason) -> (candidates, rewards)."""
-    cands = pl.DataFrame(
-        {
-            "candidate_id": [f"{p}-{k}" for p, k, *_ in rows],
-            "prompt_id": [p for p, *_ in rows],
-            "sample_idx": [k for _, k, *_ in rows],
-            "prompt": [f"question {p}?" for p, *_ in rows],
-            "response": [r[2] for r in rows],
-            "finish_reason": [r[4] for r in rows],
-        },
-        schema_overrides={"sample_idx": pl.Int32},
-    )
-    return cands, pl.DataFrame({"candidate_id": cands["candidate_id"], "reward": [r[3] for r in rows]})
+from tests.unit.test_pair_strategies import frame
 
 
 def length_driven(n_prompts: int = 60, slope: float = 0.3, noise: float = 0.15, seed: int = 0):

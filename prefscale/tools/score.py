@@ -45,6 +45,7 @@ import polars as pl
 from prefscale.config.labeling import DEFAULT_PACK, load_lf_pack
 from prefscale.evaluation.alpaca_metrics import load_annotations
 from prefscale.jsonl import json_type_name, parse_object_line
+from prefscale.labeling.length import spearman
 from prefscale.pairs.length import length_slope, log_length
 from prefscale.rewards.text_scores import score_pairs
 
@@ -274,10 +275,7 @@ def evaluate_alpaca_pairs(
         model=model,
         seed=seed,
     )
-    scored = answers.with_columns(
-        pl.Series("reward", rewards, dtype=pl.Float64), pl.col("output").str.len_chars().alias("chars")
-    ).select("instruction", "generator", "reward", "chars")
-    scored, slope = length_controlled(scored)
+    scored, slope = scored_answers(answers, rewards)
     joined = pairs_with_rewards(pairs, scored)
     result: dict[str, Any] = {
         "files": [p.name for p in files],
@@ -285,7 +283,7 @@ def evaluate_alpaca_pairs(
         "min_gap": min_gap,
         "source": source if lf_pack is None else f"label_model (LF pack {lf_pack.name})",
         "distinct_rewards": int(scored["reward"].n_unique()),
-        "length_correlation": _spearman(scored["reward"], scored["chars"]),
+        "length_correlation": _nan_if_none(spearman(scored["reward"], scored["chars"])),
         "length_slope": slope,
     }
     for name, part in [
@@ -326,6 +324,18 @@ def pairs_with_rewards(pairs: pl.DataFrame, scored: pl.DataFrame) -> pl.DataFram
     )
 
 
+def scored_answers(answers: pl.DataFrame, rewards: Sequence[float]) -> tuple[pl.DataFrame, float]:
+    """instruction, generator, reward, chars and reward_lc (`length_controlled`) per answer, and the length slope
+    removed: what `pairs_with_rewards` joins onto the pairs."""
+    scored = answers.select(
+        "instruction",
+        "generator",
+        pl.Series("reward", rewards, dtype=pl.Float64),
+        pl.col("output").str.len_chars().alias("chars"),
+    )
+    return length_controlled(scored)
+
+
 def length_controlled(scored: pl.DataFrame) -> tuple[pl.DataFrame, float]:
     """`scored` (`reward`, `chars`) with `reward_lc`: the reward less its least-squares linear trend in
     log(1 + characters) (`prefscale.pairs.length.length_slope`, removed whatever its sign), and that slope. What
@@ -336,12 +346,8 @@ def length_controlled(scored: pl.DataFrame) -> tuple[pl.DataFrame, float]:
     return scored.with_columns(pl.Series("reward_lc", y - slope * (x - x.mean()), dtype=pl.Float64)), slope
 
 
-def _spearman(a: pl.Series, b: pl.Series) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
-    ra, rb = a.rank("average").to_numpy(), b.rank("average").to_numpy()
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def pair_agreement(part: pl.DataFrame) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from prefscale.rewards.text_scores import label_model_scores
 from prefscale.tools.score import (
     alpaca_answers_and_pairs,
     annotation_files,
-    length_controlled,
     pair_agreement,
     pairs_with_rewards,
+    scored_answers,
 )
 
 DEFAULT_GRID: tuple[float | None, ...] = (None, 0.02, 0.04, 0.05, 0.06, 0.07, 0.08, 0.10)
@@ -40,11 +40,13 @@ def pack_variant(pack: LFPack, lf: str, threshold: float | None) -> LFPack:
     if threshold is None:
         functions = tuple(f for f in pack.functions if f.name != lf)
     else:
+        # validated again, so a threshold the kind does not accept fails here, naming the field
         functions = tuple(
-            f.model_copy(update={"high_above": threshold, "low_below": -threshold}) if f.name == lf else f
+            f.model_validate({**f.model_dump(), "high_above": threshold, "low_below": -threshold})
+            if f.name == lf
+            else f
             for f in pack.functions
         )
-        type(functions[names.index(lf)]).model_validate(functions[names.index(lf)].model_dump())
     return pack.model_copy(update={"functions": functions})
 
 
@@ -65,6 +67,8 @@ def model_holdout(
     """
     files = annotation_files(directory)
     answers, pairs = alpaca_answers_and_pairs(files, min_gap)
+    if pairs.height == 0:
+        raise ValueError(f"no pairs with a preference gap >= {min_gap} in {directory}")
     models = sorted(set(answers["generator"].to_list()))
     if len(models) < 4:
         raise ValueError(
@@ -77,13 +81,7 @@ def model_holdout(
         scores = label_model_scores(
             answers["instruction"].to_list(), answers["output"].to_list(), variant, seed=seed
         )
-        scored = answers.select(
-            "instruction",
-            "generator",
-            pl.Series("reward", scores.rewards, dtype=pl.Float64),
-            pl.col("output").str.len_chars().alias("chars"),
-        )
-        joined[t] = pairs_with_rewards(pairs, length_controlled(scored)[0])
+        joined[t] = pairs_with_rewards(pairs, scored_answers(answers, scores.rewards)[0])
     splits, held_parts = [], []
     for held in itertools.combinations(models, 2):
         train = [m for m in models if m not in held]

@@ -95,6 +95,8 @@ def test_pack_variant_sets_or_drops_the_thresholds():
     assert "consensus" not in [lf.name for lf in pack_variant(pack, "consensus", None).functions]
     with pytest.raises(ValueError, match="has no labeling function 'nope'"):
         pack_variant(pack, "nope", 0.1)
+    with pytest.raises(ValueError, match="high_above"):
+        pack_variant(pack, "consensus", 1.5)  # a cosine threshold above 1
 
 
 def test_model_holdout_scores_every_pair_once_on_held_out_models_only():

@@ -1,9 +1,9 @@
-"""`dpo_checkpoint`: TRL DPO (+ LoRA, merged) on the iteration's pairs, trained out of process through Dagster Pipes.
+"""`dpo_checkpoint`: the iteration's policy, trained out of process through Dagster Pipes: TRL DPO on the pairs, or
+GRPO / RLOO against the recipe's reward online (`training.method`), + LoRA, merged.
 
-`prefscale train-dpo` (`prefscale.training.launch`) writes the model into the version folder being published
-(renamed into place only once complete); trainer checkpoints in a work dir per partition and input fingerprint let
-a killed run resume when materialized again. Each materialization is one MLflow run and one registered model
-version (`prefscale.lineage.checkpoint_runs`).
+`prefscale train-dpo` / `train-online` (`prefscale.training.launch`) write the model into the version folder being
+published; trainer checkpoints in a work dir per partition and input fingerprint let a killed run resume. Each
+materialization is one MLflow run and one registered model version (`prefscale.lineage.checkpoint_runs`).
 """
 
 import os
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.labels import QUALITY_LABELS
 from assets.pairs import PREFERENCE_PAIRS
 from assets.partitions import ITERATIONS, iteration_of
 from assets.policy import BASE_POLICY
-from prefscale.artifacts import CHECKPOINT_LOADS
+from prefscale.artifacts import CHECKPOINT_LOADS, COMPLETIONS_HEALTHY
 from prefscale.storage import policy_for_iteration
 from resources import ComputeResource, MLflowResource, RecipeResource, StorageResource
 from resources.k8s import gpu_pod_config
@@ -29,14 +30,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
     key=DPO_CHECKPOINT,
     group_name="training",
     kinds={"pytorch", "huggingface", "mlflow"},
-    code_version="2",
+    code_version="3",
     partitions_def=ITERATIONS,
     pool="gpu",
     op_tags={"dagster-k8s/config": K8S_CONFIG},
-    deps=[PREFERENCE_PAIRS, BASE_POLICY],
-    description="The policy after DPO on this iteration's pairs (TRL DPOTrainer + PEFT LoRA, merged; the adapter "
-    "beside it), trained by `prefscale train-dpo` through Dagster Pipes, resumable from trainer checkpoints, "
-    "and saved as a model folder the next iteration samples from.",
+    deps=[PREFERENCE_PAIRS, QUALITY_LABELS, BASE_POLICY],
+    description="The policy after this iteration's training (TRL + PEFT LoRA, merged; the adapter beside it): DPO "
+    "on the iteration's pairs (`prefscale train-dpo`), or GRPO / RLOO against the LFs + label model online "
+    "(`prefscale train-online`), through Dagster Pipes, resumable from trainer checkpoints, and saved as a "
+    "model folder the next iteration samples from.",
     check_specs=[
         dg.AssetCheckSpec(
             CHECKPOINT_LOADS,
@@ -44,7 +46,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
             blocking=True,
             description="The published folder loads with transformers' AutoTokenizer + AutoModelForCausalLM "
             "and one forward pass gives finite logits. A failure also skips the MLflow model registration.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            COMPLETIONS_HEALTHY,
+            asset=DPO_CHECKPOINT,
+            blocking=True,
+            description="What training moved the policy toward did not collapse: over the last 5 steps of "
+            "GRPO/RLOO (DPO: the chosen replies), at most half are empty, repeat a line or hit the token limit.",
+        ),
     ],
 )
 def dpo_checkpoint(
@@ -59,48 +68,44 @@ def dpo_checkpoint(
     from prefscale.lineage.mlflow_runs import run_url
     from prefscale.lineage.model_card import write_provenance
     from prefscale.training import dpo, launch
-    from prefscale.training.checks import checkpoint_loads
+    from prefscale.training.checks import checkpoint_loads, completions_healthy, pairs_health
 
     r = recipe.load()
-    s = r.dpo
+    method = r.training.method
+    s = r.dpo if method == "dpo" else r.online
     i = iteration_of(context, r.iterations)
     store = storage.store
-    pairs_ref = store.current(PREFERENCE_PAIRS.path[-1], str(i))
-    pairs = store.read_frame(PREFERENCE_PAIRS.path[-1], str(i))
+    data = launch.training_data(store, i, method, r.reward.names)  # pairs (dpo) or quality_labels (online)
+    frame = store.read_frame(data.data.asset, str(i))
     start = policy_for_iteration(store, i)
-    reference = launch.dpo_reference(store, start, s.reference)
+    reference = launch.dpo_reference(store, start, r.dpo.reference) if method == "dpo" else None
     dev = compute.resolve(r.policy.dtype)
     seed = r.seed + i
 
-    # Everything that can be checked is checked here, before a process is launched or a model loaded.
-    dpo.check_pairs_for_policy(start.path, pairs, s)
-    accelerate = launch.accelerate_config_path(s.accelerate_config, REPO_ROOT)
-    fingerprint = dpo.dpo_fingerprint(
-        policy_sha256=start.digest or start.version,
-        pairs_sha256=pairs_ref.digest or pairs_ref.version,
-        reference_sha256=(reference.digest or reference.version) if reference is not None else "",
-        settings=s,
-        seed=seed,
-        compute=dev,
-        world_size=s.num_processes,
-    )
+    accelerate = None  # everything that can be checked is checked before a process is launched
+    if method == "dpo":
+        dpo.check_pairs_for_policy(start.path, frame, r.dpo)
+        accelerate = launch.accelerate_config_path(r.dpo.accelerate_config, REPO_ROOT)
+    fingerprint = launch.training_fingerprint(data, r, start, reference, seed, dev)
     work = dpo.work_dir_for(store.home, str(i), fingerprint)
     report_path = work / dpo.REPORT_FILE
     if (resume_from := dpo.last_complete_checkpoint(work)) is not None:
-        context.log.info(f"resuming DPO from the trainer checkpoint {resume_from}")
+        context.log.info(f"resuming {method.upper()} from the trainer checkpoint {resume_from}")
     outcome: dict = {}
 
     def build(d: Path) -> None:
         report_path.unlink(missing_ok=True)  # a stale report must not pass for this run's
-        command = launch.launcher(s.num_processes, accelerate) + launch.train_dpo_args(
+        command = launch.training_command(
+            data,
+            r,
             policy=start.path,
-            pairs=pairs_ref.file(),
+            reference=reference.path if reference is not None else None,
+            accelerate=accelerate,
+            recipe_ref=(recipe.name, recipe.overrides_json),
             out=d,
             work_dir=work,
-            settings=s,
             seed=seed,
             device=dev.device,
-            reference=reference.path if reference is not None else None,
             threads=dev.threads,
             dtype=str(dev.dtype).removeprefix("torch."),
             report=report_path,
@@ -112,12 +117,7 @@ def dpo_checkpoint(
             )
         except Exception as e:
             raise RuntimeError(launch.failure_message(e, work)) from e
-        outcome["pipes_metadata"] = {
-            k: v
-            for result in invocation.get_results()
-            if isinstance(result, dg.MaterializeResult)
-            for k, v in (result.metadata or {}).items()
-        }
+        outcome["pipes_reported"] = any(isinstance(x, dg.MaterializeResult) for x in invocation.get_results())
         outcome["steps_reported"] = len(invocation.get_custom_messages())
         outcome["report"] = dpo.DPOReport.read(report_path)
         write_provenance(
@@ -128,20 +128,22 @@ def dpo_checkpoint(
             iteration=i,
             start=start,
             reference=reference,
-            pairs=pairs_ref,
+            pairs=data.data,
             settings=s,
             seed=seed,
             mlflow_experiment=mlflow.experiment,
+            method=method,
         )
 
-    params = {"dpo": s.model_dump(mode="json"), "seed": seed, "trainer": "trl.DPOTrainer"}
-    inputs = [pairs_ref, start] + ([reference] if reference is not None else [])
+    params = {method: s.model_dump(mode="json"), "seed": seed, "trainer": launch.TRAINERS[method]}
+    inputs = [*data.refs, start] + ([reference] if reference is not None else [])
     ref = store.publish_dir(DPO_CHECKPOINT.path[-1], str(i), build, inputs=inputs, params=params)
     launch.remove_work_dir(work)  # published: the trainer checkpoints are no longer needed
     loaded = checkpoint_loads(ref.path, dev.device, dev.dtype)
     if not loaded.ok:
         context.log.error(f"dpo_checkpoint[{i}]@{ref.version} does not load: {loaded.error}")
     rep: dpo.DPOReport = outcome["report"]
+    health = completions_healthy(rep.history if method != "dpo" else pairs_health(frame))
     uri = mlflow.uri(storage.root)
     lineage = record_checkpoint(
         uri,
@@ -151,34 +153,33 @@ def dpo_checkpoint(
         iteration=i,
         checkpoint=ref,
         start=start,
-        pairs_ref=pairs_ref,
-        pairs=pairs,
+        pairs_ref=data.data,
+        pairs=frame,
         inputs=inputs,
         settings=s,
         seed=seed,
         device=dev.describe(),
         report=rep,
         run_tags=mlflow.run_tags(context, DPO_CHECKPOINT),
-        register=loaded.ok,
+        register=loaded.ok and health.ok,
+        method=method,
     )
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(ref.path)),
             "sha256": ref.digest,
+            "method": method,
             "started_from": launch.artifact_label(start),
-            "reference": s.reference,
-            "pairs": pairs.height,
-            "pairs_sha256": pairs_ref.digest,
-            "steps": rep.steps,
-            "steps_run": rep.steps_run,
-            "resumed_from_step": rep.resumed_from_step,
-            "world_size": rep.world_size,
+            "reference": r.dpo.reference if method == "dpo" else "previous",
+            "trained_from": launch.artifact_label(data.data),
+            **({"pairs": frame.height, "pairs_sha256": data.data.digest} if method == "dpo" else {}),
+            **{k: getattr(rep, k) for k in ("steps", "steps_run", "resumed_from_step", "world_size")},
             "train_seconds": round(rep.seconds, 1),
             **{f"final_{k.replace('/', '_')}": round(v, 4) for k, v in rep.final.items()},
             "adapter": (ref.path / dpo.ADAPTER_DIR).is_dir(),
             "device": dev.describe(),
             "pipes_steps_reported": outcome["steps_reported"],
-            "pipes_reported": bool(outcome["pipes_metadata"]),
+            "pipes_reported": outcome["pipes_reported"],
             "mlflow_run_id": lineage.run_id,
             "mlflow_run": dg.MetadataValue.url(run_url(uri, lineage.run_id)),
             "mlflow_tracking_uri": uri,
@@ -191,6 +192,7 @@ def dpo_checkpoint(
                 check_name=CHECKPOINT_LOADS,
                 passed=loaded.ok,
                 metadata={"path": dg.MetadataValue.path(str(ref.path)), **loaded.metadata()},
-            )
+            ),
+            dg.AssetCheckResult(check_name=COMPLETIONS_HEALTHY, passed=health.ok, metadata=health.metadata()),
         ],
     )

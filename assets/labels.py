@@ -113,7 +113,7 @@ def lf_votes(
     key=QUALITY_LABELS,
     group_name="labeling",
     kinds={"snorkel", "parquet"},
-    code_version="2",
+    code_version="3",
     partitions_def=ITERATIONS,
     deps=[LF_VOTES],
     description="Snorkel LabelModel on the label matrix: P(high quality) per candidate, the votes behind each "
@@ -157,7 +157,7 @@ def quality_labels(
     analysis = analysis.with_columns(pl.lit(i, pl.Int32).alias("iteration")).select(
         "iteration", pl.all().exclude("iteration")
     )
-    tables = {"data": res.labels, "analysis": analysis}
+    tables = {"data": res.labels, "analysis": analysis, "label_model": res.params}
     metrics = None
     if gold is not None:
         metrics = gold_metrics(res.labels, gold).with_columns(pl.lit(i, pl.Int32).alias("iteration"))

@@ -32,4 +32,5 @@ CHOSEN_DIFFERS_FROM_REJECTED = "chosen_differs_from_rejected"  # preference_pair
 MARGINS_POSITIVE = "margins_positive"  # preference_pairs
 PAIRS_REFERENCE_CANDIDATES = "pairs_reference_candidates"  # preference_pairs
 CHECKPOINT_LOADS = "checkpoint_loads"  # dpo_checkpoint
+COMPLETIONS_HEALTHY = "completions_healthy"  # dpo_checkpoint (online methods)
 MESSAGES_WELL_FORMED = "messages_well_formed"  # curated_sft

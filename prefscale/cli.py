@@ -49,8 +49,20 @@ def recipe_summary(recipe: Recipe) -> str:
         f"policy {policy}, data {data} "
         f"({recipe.data.prompts_per_iteration} prompts per iteration, {recipe.data.heldout_size} held out), "
         f"reward {'+'.join(recipe.reward.names)}, pairs {recipe.pairs.strategy}, "
-        f"DPO {'LoRA' if recipe.dpo.lora else 'full'} {recipe.dpo.loss_type} beta {recipe.dpo.beta}, "
+        f"{_training_summary(recipe)}, "
         f"judges {'+'.join(recipe.evaluation.all_judges)} vs {recipe.evaluation.reference}"
+    )
+
+
+def _training_summary(recipe: Recipe) -> str:
+    method = recipe.training.method
+    if method == "dpo":
+        d = recipe.dpo
+        return f"DPO {'LoRA' if d.lora else 'full'} {d.loss_type} beta {d.beta}"
+    o = recipe.online
+    return (
+        f"{method.upper()} {'LoRA' if o.lora else 'full'} online ({o.num_generations} per prompt, {o.max_steps} "
+        f"steps, KL beta {o.beta})"
     )
 
 

@@ -13,5 +13,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "prefscale.commands.ablation",
     "prefscale.commands.audit",
     "prefscale.commands.train",
+    "prefscale.commands.train_online",
     "prefscale.commands.export",
 )

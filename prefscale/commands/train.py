@@ -53,12 +53,13 @@ def pipes_session() -> Iterator[Any | None]:
         yield pipes
 
 
-def _step_callback(pipes: Any) -> Any:
-    """A TrainerCallback that sends every logged step's metrics to Dagster as a custom message (the run log gets
+DPO_STEP_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+
+
+def _step_callback(pipes: Any, keys: tuple[str, ...] = DPO_STEP_KEYS) -> Any:
+    """A TrainerCallback that sends every logged step's `keys` to Dagster as a custom message (the run log gets
     the progress lines, every tenth of the run: see `_forward_progress`)."""
     from transformers import TrainerCallback
-
-    keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
     class PipesStepReporter(TrainerCallback):
         def on_log(

@@ -21,8 +21,9 @@ from prefscale.config.labeling import LabelingConfig
 from prefscale.config.pairs import PairsConfig
 from prefscale.config.policy import PolicyConfig
 from prefscale.config.rewards import RewardConfig, SFTConfig
-from prefscale.config.training import DPOSettings
+from prefscale.config.training import DPOSettings, OnlineSettings, TrainingConfig
 from prefscale.labeling.pattern_kinds import add_lf_module_dirs
+from prefscale.rewards.registry import ONLINE_SOURCES
 
 RECIPES_DIR = Path(os.environ.get("PREFSCALE_RECIPES_DIR", Path(__file__).resolve().parents[2] / "recipes"))
 
@@ -63,8 +64,16 @@ class Recipe(_Strict):
     sft: SFTConfig = Field(
         default=SFTConfig(), description="the reward-curated SFT subset (asset curated_sft)"
     )
+    training: TrainingConfig = Field(
+        default=TrainingConfig(), description="how each iteration updates the policy: dpo, grpo or rloo"
+    )
     dpo: DPOSettings = Field(
         default=DPOSettings(), description="DPO training: TRL's DPOConfig and PEFT's LoraConfig"
+    )
+    online: OnlineSettings = Field(
+        default=OnlineSettings(),
+        description="online RL (training.method grpo or rloo): TRL's GRPOConfig / RLOOConfig and PEFT's "
+        "LoraConfig; the reward is the `reward` section's sources computed on the policy's completions",
     )
     evaluation: EvaluationConfig = Field(
         default=EvaluationConfig(), description="held-out evaluation, the judges and best-of-N"
@@ -74,6 +83,13 @@ class Recipe(_Strict):
     def _k(self) -> Recipe:
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.training.method != "dpo":
+            offline = [s.source for s in self.reward.sources if s.source not in ONLINE_SOURCES]
+            if offline:
+                raise ValueError(
+                    f"training.method {self.training.method} scores completions online, and reward.sources "
+                    f"{offline} cannot (online: {', '.join(ONLINE_SOURCES)})"
+                )
         return self
 
 

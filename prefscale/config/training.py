@@ -1,10 +1,11 @@
-"""The recipe's `dpo` section, mapped one-to-one onto TRL's `DPOConfig` and PEFT's `LoraConfig`."""
+"""The recipe's `training`, `dpo` and `online` sections: the method, and its settings mapped one-to-one onto TRL's
+`DPOConfig` / `GRPOConfig` / `RLOOConfig` and PEFT's `LoraConfig`."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prefscale.config.base import _Strict
 
@@ -155,3 +156,119 @@ class DPOSettings(_Strict):
     lora: LoraConfig | None = Field(
         default=LoraConfig(), description="train a LoRA adapter (PEFT `peft_config`); null: full fine-tuning"
     )
+
+
+TRAINING_METHODS = ("dpo", "grpo", "rloo")
+
+
+class TrainingConfig(_Strict):
+    """How each iteration updates the policy: offline DPO on the reward's best-vs-worst pairs, or online RL
+    against the reward itself (the InstructGPT recipe: GRPO or RLOO, with a KL penalty to the reference)."""
+
+    method: Literal["dpo", "grpo", "rloo"] = Field(
+        default="dpo",
+        description="dpo (TRL DPOTrainer on `preference_pairs`, settings in `dpo`), grpo (TRL GRPOTrainer) or "
+        "rloo (TRL RLOOTrainer): the online methods sample from the policy while training and score each "
+        "completion with the recipe's `reward` sources (settings in `online`)",
+    )
+
+
+class OnlineSettings(_Strict):
+    """The recipe's `online` section (methods grpo and rloo), mapped one-to-one onto TRL's `GRPOConfig` /
+    `RLOOConfig` and PEFT's `LoraConfig`.
+
+    The reward is the recipe's `reward` sources computed on the policy's own completions: the labeling
+    functions voting on each completion and the iteration's fitted label model turning the votes into P(high)
+    (`label_model`), the weak-supervision reward model (`reward_model`), or their ensemble. The reference of
+    the KL term is the policy the iteration starts from (the adapter disabled).
+    """
+
+    beta: float = Field(
+        default=0.05,
+        ge=0,
+        description="KL coefficient: the penalty on the policy's divergence from the reference (TRL `beta`; 0 "
+        "does not load or use the reference)",
+    )
+    num_generations: int = Field(
+        default=8,
+        ge=2,
+        description="the group size: completions sampled per prompt, whose rewards are compared with each "
+        "other (TRL `num_generations`)",
+    )
+    per_device_train_batch_size: int = Field(
+        default=40,
+        ge=2,
+        description="completions per device per step, a multiple of num_generations: prompts per step = this / "
+        "num_generations (TRL `per_device_train_batch_size`)",
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1,
+        ge=1,
+        description="batches accumulated per optimizer step (TRL `gradient_accumulation_steps`)",
+    )
+    max_steps: int = Field(
+        default=30,
+        ge=1,
+        description="optimizer steps per iteration, each on freshly sampled completions (TRL `max_steps`)",
+    )
+    learning_rate: float = Field(
+        default=5e-3, gt=0, description="initial (peak) AdamW learning rate (TRL `learning_rate`)"
+    )
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        default="constant", description="learning-rate schedule (TRL `lr_scheduler_type`)"
+    )
+    warmup_ratio: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="share of the steps spent warming the learning rate up (TRL `warmup_steps` as a ratio)",
+    )
+    max_completion_length: int = Field(
+        default=128, ge=1, description="tokens sampled per completion (TRL `max_completion_length`)"
+    )
+    temperature: float = Field(default=1.0, gt=0, description="sampling temperature (TRL `temperature`)")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling mass (TRL `top_p`)")
+    epsilon: float = Field(
+        default=0.2, gt=0, lt=1, description="clipping range of the policy ratio (TRL `epsilon`)"
+    )
+    mask_truncated_completions: bool = Field(
+        default=True,
+        description="leave completions cut off at max_completion_length out of the loss, so running into the "
+        "limit is never reinforced (TRL `mask_truncated_completions`)",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        default="group",
+        description="grpo only: divide each advantage by the reward's standard deviation within its group, "
+        "the whole batch, or not at all (TRL `scale_rewards`; none is Dr. GRPO's choice)",
+    )
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        default="dapo",
+        description="grpo only: how token losses are averaged (TRL `loss_type`): dapo (over all tokens of the "
+        "batch), grpo (per sequence, then per batch: favours short answers), dr_grpo (a constant "
+        "normaliser), bnpo",
+    )
+    normalize_advantages: bool = Field(
+        default=False,
+        description="rloo only: standardise the leave-one-out advantages over the batch (TRL "
+        "`normalize_advantages`)",
+    )
+    save_steps: int | None = Field(
+        default=10,
+        ge=1,
+        description="steps between trainer checkpoints a crashed run resumes from; null: none (TRL `save_steps`)",
+    )
+    save_total_limit: int = Field(
+        default=2, ge=1, description="trainer checkpoints kept in the work dir (TRL `save_total_limit`)"
+    )
+    lora: LoraConfig | None = Field(
+        default=LoraConfig(), description="train a LoRA adapter (PEFT `peft_config`); null: full fine-tuning"
+    )
+
+    @model_validator(mode="after")
+    def _groups(self) -> OnlineSettings:
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
+                f"num_generations ({self.num_generations}): each prompt's group is sampled whole"
+            )
+        return self

@@ -17,6 +17,7 @@ class LabelModelResult:
     labels: pl.DataFrame  # candidate_id, p_high, label, majority_vote, n_votes, votes
     weights: dict[str, float]  # estimated accuracy per LF
     class_balance: list[float]
+    params: pl.DataFrame | None = None  # the fitted model (`PARAMS_SCHEMA`): what `predict_p_high` reads
 
     def agreement_with_majority_vote(self) -> float:
         """The share of rows with a majority vote whose label equals it (NaN when no row has one)."""
@@ -90,11 +91,62 @@ def fit_label_model(
             "votes": lf_votes,
         }
     )
+    mu = lm.mu.detach().cpu().numpy().astype(np.float64)  # (LF x vote, class): P(vote | class)
+    params = pl.DataFrame(
+        {
+            "lf_name": [n for n in lf_names for _ in (LOW, HIGH)],
+            "vote": [v for _ in lf_names for v in (LOW, HIGH)],
+            "p_vote_given_low": mu[:, LOW],
+            "p_vote_given_high": mu[:, HIGH],
+            "prior_high": float(np.asarray(lm.p)[HIGH]),
+            "unlabelled_p_high": prior,
+        },
+        schema=PARAMS_SCHEMA,
+    )
     return LabelModelResult(
         labels=labels,
         weights={n: float(w) for n, w in zip(lf_names, weights, strict=True)},
         class_balance=_balance(proba),
+        params=params,
     )
+
+
+PARAMS_SCHEMA = {
+    "lf_name": pl.String,
+    "vote": pl.Int8,
+    "p_vote_given_low": pl.Float64,
+    "p_vote_given_high": pl.Float64,
+    "prior_high": pl.Float64,
+    "unlabelled_p_high": pl.Float64,
+}
+
+
+def predict_p_high(params: pl.DataFrame, votes: pl.DataFrame) -> np.ndarray:
+    """P(high) of new rows under a fitted label model (`LabelModelResult.params`, the `label_model` table of
+    `quality_labels`): Snorkel's `predict_proba` (abstains carry no evidence; a row no LF voted on gets the
+    fit's prior), so responses the fit never saw, such as an online policy's completions, are scored as
+    the iteration's candidates were."""
+    if params.height == 0:
+        raise ValueError("the label model's parameters are empty")
+    names = list(dict.fromkeys(params["lf_name"].to_list()))
+    missing = [n for n in names if n not in votes.columns]
+    if missing:
+        raise ValueError(f"the votes lack the label model's functions {missing}")
+    L = votes.select(names).to_numpy().astype(np.int64)
+    index = {(n, int(v)): i for i, (n, v) in enumerate(zip(params["lf_name"], params["vote"], strict=True))}
+    mu = params.select("p_vote_given_low", "p_vote_given_high").to_numpy()
+    log_mu = np.log(np.clip(mu, 1e-12, None))
+    prior_high = float(params["prior_high"][0])
+    logit = np.full(L.shape[0], np.log(prior_high) - np.log1p(-prior_high))
+    for j, name in enumerate(names):
+        for v in (LOW, HIGH):
+            hit = L[:, j] == v
+            if hit.any():
+                row = log_mu[index[(name, v)]]
+                logit[hit] += row[HIGH] - row[LOW]
+    p_high = 1.0 / (1.0 + np.exp(-logit))
+    unlabelled = (L == ABSTAIN).all(axis=1)
+    return np.where(unlabelled, float(params["unlabelled_p_high"][0]), p_high)
 
 
 def _balance(proba: np.ndarray) -> list[float]:

@@ -159,6 +159,12 @@ def node_summary(node: AuditNode) -> str:
         return f"source={p.get('source')}"
     if asset == "preference_pairs":
         return f"strategy={p.get('strategy')} min_margin={p.get('min_margin')} sha256={node.ref.digest[:16]}…"
+    if asset == "dpo_checkpoint" and (d := p.get("grpo") or p.get("rloo")):
+        lora = d.get("lora") or {}
+        return (
+            f"{p.get('trainer')} online beta={d.get('beta')} group={d.get('num_generations')} "
+            f"steps={d.get('max_steps')} lr={d.get('learning_rate')} lora_r={lora.get('r', 'full')} seed={p.get('seed')}"
+        )
     if asset == "dpo_checkpoint":
         d = p.get("dpo", {})
         lora = d.get("lora") or {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from prefscale.config.training import DPOSettings
+from prefscale.config.training import DPOSettings, OnlineSettings
 from prefscale.lineage.mlflow_runs import (
     NOTE_TAG,
     log_training_run,
@@ -56,46 +56,55 @@ def record_checkpoint(
     pairs_ref: ArtifactRef,
     pairs: pl.DataFrame,
     inputs: Sequence[ArtifactRef],
-    settings: DPOSettings,
+    settings: DPOSettings | OnlineSettings,
     seed: int,
     device: str,
     report: DPOReport,
     run_tags: Mapping[str, str],
     register: bool,
+    method: str = "dpo",
 ) -> CheckpointLineage:
     """Log the training run of `checkpoint` and, when `register` (it loads), register it as a model version.
 
     `run_tags` are the orchestrator's (`dagster_run_tags`: Dagster run id, asset key, partition, and the note
     linking back to the Dagster UI when its URL is known); the inputs' versions, the pairs' and the checkpoint's
     digests are added here. The model version carries the same tags but the note, which goes to its description.
+    An online method (grpo, rloo) trains from `pairs_ref` = the iteration's quality_labels (the label model of its
+    reward), which is a tag and an upstream version, not a dataset input: its rows are not what it trained on.
     """
     started_from = artifact_label(start)
     params = {
         "iteration": iteration,
         "recipe": recipe,
-        "n_pairs": pairs.height,
+        "method": method,
+        **({"n_pairs": pairs.height} if method == "dpo" else {}),
         "seed": seed,
         "started_from": started_from,
-        "reference": settings.reference,
+        "reference": getattr(settings, "reference", "previous"),
         "world_size": report.world_size,
         "device": device,
-        **flat_params("dpo.", settings.model_dump(mode="json")),
+        **flat_params(f"{'dpo' if method == 'dpo' else 'online'}.", settings.model_dump(mode="json")),
     }
+    data = "pairs" if method == "dpo" else "labels"
     tags = {
         **run_tags,
-        "pairs.sha256": pairs_ref.digest,
-        "pairs.version": pairs_ref.version,
+        f"{data}.sha256": pairs_ref.digest,
+        f"{data}.version": pairs_ref.version,
         "checkpoint.sha256": checkpoint.digest,
         "checkpoint.version": checkpoint.version,
         "checkpoint.path": str(checkpoint.path),
         **{f"upstream.{a.asset}.{a.partition}": a.version for a in inputs},
     }
-    dataset = pairs_dataset(
-        pairs,
-        name=f"preference_pairs[{iteration}]@{pairs_ref.version}",
-        source=str(pairs_ref.file()),
-        sha256=pairs_ref.digest,
-    )
+    datasets = []
+    if method == "dpo":
+        datasets.append(
+            pairs_dataset(
+                pairs,
+                name=f"preference_pairs[{iteration}]@{pairs_ref.version}",
+                source=str(pairs_ref.file()),
+                sha256=pairs_ref.digest,
+            )
+        )
     run_id = log_training_run(
         tracking_uri,
         experiment,
@@ -113,9 +122,9 @@ def record_checkpoint(
         tags=tags,
         artifacts={
             "checkpoint.json": json.loads((checkpoint.path / CHECKPOINT_RECORD).read_text()),
-            "dpo_config.json": report.trainer_args,
+            f"{method}_config.json": report.trainer_args,
         },
-        datasets=[dataset],
+        datasets=datasets,
     )
     name = registered_model_name(recipe)
     version = NOT_REGISTERED

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefscale.config.policy import PolicyConfig
-from prefscale.config.training import DPOSettings
+from prefscale.config.training import DPOSettings, OnlineSettings
 from prefscale.lineage.audit import audit_chain, node_summary
 from prefscale.lineage.mlflow_runs import registered_model_name
 from prefscale.storage import ArtifactRef, ArtifactStore
@@ -53,9 +53,10 @@ def checkpoint_card(
     start: ArtifactRef,
     reference: ArtifactRef | None,
     pairs: ArtifactRef,
-    settings: DPOSettings,
+    settings: DPOSettings | OnlineSettings,
     seed: int,
     mlflow_experiment: str,
+    method: str = "dpo",
 ) -> str:
     """The card's text: YAML metadata (base model, library, tags) and a body naming the whole lineage."""
     from huggingface_hub import ModelCard, ModelCardData  # imports requests & co: only when a card is made
@@ -67,21 +68,31 @@ def checkpoint_card(
     data = ModelCardData(
         base_model=base_model,
         library_name="transformers",
-        tags=["prefscale", "dpo", "trl", "weak-supervision", f"iteration-{iteration}"],
+        tags=["prefscale", method, "trl", "weak-supervision", f"iteration-{iteration}"],
     )
     dpo: Mapping[str, Any] = settings.model_dump(mode="json")
     lora = dpo.get("lora") or {}
+    if method == "dpo":
+        how = (
+            f"on the preference pairs `{artifact_label(pairs)}` (sha256 `{pairs.digest}`), whose chosen and "
+            "rejected replies were ranked by a reward built from the SMEs' labeling functions below."
+        )
+        knobs = f"loss `{dpo.get('loss_type')}`, beta {dpo.get('beta')}, epochs {dpo.get('num_train_epochs')}"
+    else:
+        how = (
+            f"by {method.upper()} against the SMEs' labeling functions below, scored online through the label "
+            f"model of `{artifact_label(pairs)}` (sha256 `{pairs.digest}`)."
+        )
+        knobs = f"KL beta {dpo.get('beta')}, group size {dpo.get('num_generations')}, steps {dpo.get('max_steps')}"
     lines = [
-        f"# prefscale `{recipe}`: DPO checkpoint of iteration {iteration}",
+        f"# prefscale `{recipe}`: {method.upper()} checkpoint of iteration {iteration}",
         "",
-        f"Trained by prefscale from `{artifact_label(start)}` on the preference pairs "
-        f"`{artifact_label(pairs)}` (sha256 `{pairs.digest}`), whose chosen and rejected replies were ranked by a "
-        "reward built from the SMEs' labeling functions below.",
+        f"Trained by prefscale from `{artifact_label(start)}` {how}",
         "",
         f"- recipe: `{recipe}`; base model: `{base_model or 'built by the recipe (see base_policy below)'}`",
         f"- reference model: `{artifact_label(reference if reference is not None else start)}`",
-        f"- DPO: loss `{dpo.get('loss_type')}`, beta {dpo.get('beta')}, learning rate {dpo.get('learning_rate')}, "
-        f"epochs {dpo.get('num_train_epochs')}, LoRA r {lora.get('r', 'full fine-tuning')}, seed {seed}",
+        f"- {method.upper()}: {knobs}, learning rate {dpo.get('learning_rate')}, "
+        f"LoRA r {lora.get('r', 'full fine-tuning')}, seed {seed}",
         f"- MLflow: experiment `{mlflow_experiment}`, run `dpo_checkpoint-{iteration}`, registered model "
         f"`{registered_model_name(recipe)}`",
         f"- evaluations: `eval_results[{iteration}]`; `prefscale audit {iteration}` lists them and verifies every "
@@ -102,7 +113,7 @@ def checkpoint_card(
             for n in chain
         ),
         "",
-        "## DPO settings",
+        f"## {method.upper()} settings",
         "",
         "```json",
         *json.dumps(dpo, indent=2, sort_keys=True).splitlines(),
@@ -121,9 +132,10 @@ def write_provenance(
     start: ArtifactRef,
     reference: ArtifactRef | None,
     pairs: ArtifactRef,
-    settings: DPOSettings,
+    settings: DPOSettings | OnlineSettings,
     seed: int,
     mlflow_experiment: str,
+    method: str = "dpo",
 ) -> None:
     """Write a trained checkpoint folder's `prefscale_checkpoint.json` (its inputs by version, how it was trained)
     and its model card (`base_model`: the recipe's hub model when the policy is a pretrained one)."""
@@ -137,6 +149,7 @@ def write_provenance(
         settings=settings,
         seed=seed,
         adapter=adapter,
+        method=method,
     )
     (folder / CHECKPOINT_RECORD).write_text(json.dumps(record, indent=2))
     card = checkpoint_card(
@@ -150,5 +163,6 @@ def write_provenance(
         settings=settings,
         seed=seed,
         mlflow_experiment=mlflow_experiment,
+        method=method,
     )
     (folder / CARD_FILE).write_text(card)

@@ -49,8 +49,10 @@ class MissingInputError(ValueError):
 class ScoringContext:
     """What the reward sources may need besides the rows; each reads its own fields.
 
-    `labels`: precomputed quality labels (candidate_id, p_high), or else `lfs` (+ `label_model` settings, None:
-    the fit's defaults) to fit a label model on the rows themselves; `tie_break` `length` orders equal scores
+    `labels`: precomputed quality labels (candidate_id, p_high); or else `lfs` with `label_model_params` (a fitted
+    label model, `quality_labels`' `label_model` table) to score new rows under it, the model-backed LFs running
+    in `lf_context`; or else `lfs` (+ `label_model` settings, None: the fit's defaults) to fit a label model on
+    the rows themselves; `tie_break` `length` orders equal scores
     by response length. `reward_model_dir`: a trained reward model folder. `ranker`: a PairRM hub id, folder or
     `tiny`; when None, `policy_source` (the recipe's `policy.source`) picks the default ranker, and None there
     means no default. `compute` (None: resolved from `device`, which may be `auto`) and `seed` serve the models.
@@ -62,6 +64,8 @@ class ScoringContext:
     labels: pl.DataFrame | None = None
     lfs: Sequence[Any] = ()
     label_model: Any = None
+    label_model_params: pl.DataFrame | None = None
+    lf_context: Any = None
     tie_break: str = "none"
     reward_model_dir: str | Path | None = None
     ranker: str | None = None

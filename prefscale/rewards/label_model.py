@@ -1,8 +1,9 @@
 """The `label_model` reward source: P(high) from the Snorkel label model.
 
 With precomputed quality labels (the pipeline's `quality_labels`) the score is their `p_high`; with labeling
-functions instead (best-of-N, `prefscale score`'s LF pack) the LFs vote on the rows themselves and a label model
-fitted on those votes gives P(high). `tie_break: length` orders rows with the same P(high) by response length.
+functions and a fitted label model's parameters (online training) the LFs vote on the rows and that model gives
+P(high); with labeling functions alone (best-of-N, `prefscale score`'s LF pack) the LFs vote on the rows
+themselves and a label model fitted on those votes gives P(high). `tie_break: length` orders rows with the same P(high) by response length.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from prefscale.labeling.apply import apply_all_lfs
-from prefscale.labeling.label_model import LabelModelResult, fit_label_model
-from prefscale.rewards.base import ScoringContext, SourceScores
+from prefscale.labeling.label_model import LabelModelResult, fit_label_model, predict_p_high
+from prefscale.rewards.base import SCORE_SCHEMA, ScoringContext, SourceScores
 
 LABEL_MODEL_SETTINGS = ("n_epochs", "lr", "l2", "prec_init")  # what `ctx.label_model` passes to the fit
 
@@ -86,6 +87,12 @@ class LabelModelSource:
     def score(self, rows: pl.DataFrame, ctx: ScoringContext) -> SourceScores:
         if ctx.labels is not None:
             scores = label_model_scores(rows, ctx.labels)
+        elif ctx.lfs and ctx.label_model_params is not None:
+            votes = apply_all_lfs(rows, ctx.lfs, ctx.lf_context)
+            p_high = predict_p_high(ctx.label_model_params, votes)
+            scores = pl.DataFrame(
+                {"candidate_id": votes["candidate_id"], "score": p_high}, schema=SCORE_SCHEMA
+            )
         elif ctx.lfs:
             _, fit = fit_on_rows(rows, ctx.lfs, ctx.label_model, ctx.seed)
             scores = fit.labels.select("candidate_id", pl.col("p_high").cast(pl.Float64).alias("score"))

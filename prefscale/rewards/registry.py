@@ -15,3 +15,8 @@ REWARD_SOURCES: Registry = Registry(
         "pairrm": "prefscale.rewards.pairrm_source:PAIRRM",
     },
 )
+
+# The sources that can score an online policy's completions as it trains (methods grpo and rloo): each row on its
+# own, from the prompt and the completion. PairRM compares every ordered pair of a group with a separate ranker
+# (N·(N−1) passes per prompt at every step): it scores offline only.
+ONLINE_SOURCES: tuple[str, ...] = ("label_model", "reward_model")

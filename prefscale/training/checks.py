@@ -1,4 +1,4 @@
-"""Checks on a published checkpoint: it loads and runs a forward pass."""
+"""Checks on a published checkpoint: it loads and runs a forward pass; an online-trained one did not collapse."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prefscale.rewards.online import completion_text, repeats_a_line
 
 
 @dataclass
@@ -67,3 +69,56 @@ def checkpoint_loads(model_dir: Path, device: str = "cpu", dtype: Any = None) ->
         del model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+
+
+COLLAPSE_SHARE = 0.5  # "most samples": more than this share of the last steps' completions
+_COLLAPSE_KEYS = {
+    "completions/empty_share": "empty",
+    "completions/repeated_line_share": "repeating a line",
+    "completions/clipped_ratio": "cut off at max_completion_length",
+}
+
+
+@dataclass
+class CompletionHealth:
+    """Whether an online run's completions collapsed at the end of training, from its per-step history."""
+
+    ok: bool
+    shares: dict[str, float] = field(default_factory=dict)  # over the last `steps` logged steps
+    steps: int = 0
+    error: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k.split("/")[-1]: round(v, 4) for k, v in self.shares.items()}
+        out.update(last_steps=self.steps, threshold=COLLAPSE_SHARE)
+        if not self.ok:
+            out["error"] = self.error
+        return out
+
+
+def completions_healthy(history: list[dict[str, float]], last: int = 5) -> CompletionHealth:
+    """Fails when, over the last `last` logged steps, most completions (> `COLLAPSE_SHARE`) are empty, repeat a
+    line, or run into the token limit: the reward was being gamed, not earned. No logged step fails too."""
+    tail = [h for h in history if any(k in h for k in _COLLAPSE_KEYS)][-last:]
+    if not tail:
+        return CompletionHealth(False, error="no training step logged completion statistics")
+    shares = {
+        k: sum(h.get(k, 0.0) for h in tail) / len(tail) for k in _COLLAPSE_KEYS if any(k in h for h in tail)
+    }
+    bad = [f"{v:.0%} {_COLLAPSE_KEYS[k]}" for k, v in shares.items() if v > COLLAPSE_SHARE]
+    error = f"the completions collapsed over the last {len(tail)} steps: " + ", ".join(bad) if bad else ""
+    return CompletionHealth(not bad, shares, len(tail), error)
+
+
+def pairs_health(pairs: Any) -> list[dict[str, float]]:
+    """DPO's counterpart of an online run's last steps: the shares of the pairs' chosen replies (what DPO moves
+    the policy toward) that are empty or repeat a line, as one history row for `completions_healthy` (the
+    pairs do not record whether a chosen reply was cut off)."""
+    texts = [completion_text(c) for c in pairs["chosen"].to_list()] if pairs.height else []
+    n = max(1, len(texts))
+    return [
+        {
+            "completions/empty_share": sum(not t.strip() for t in texts) / n,
+            "completions/repeated_line_share": sum(repeats_a_line(t) for t in texts) / n,
+        }
+    ]

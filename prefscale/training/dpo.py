@@ -110,13 +110,17 @@ def dpo_fingerprint(
     *,
     policy_sha256: str,
     pairs_sha256: str,
-    settings: DPOSettings,
+    settings: Any,
     seed: int,
     compute: Compute,
     reference_sha256: str = "",
     world_size: int = 1,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """sha256 of everything that decides the trained weights: a trainer checkpoint is resumable only under it."""
+    """sha256 of everything that decides the trained weights: a trainer checkpoint is resumable only under it.
+
+    `settings` is any pydantic settings model (`dpo` or `online`); `extra` adds what else decides them (an
+    online method: the method, its reward and the labeling functions)."""
     doc = {
         "code": TRAINING_CODE_VERSION,
         "policy": policy_sha256,
@@ -127,6 +131,7 @@ def dpo_fingerprint(
         "device": compute.device.split(":")[0],
         "dtype": str(compute.dtype),
         "world_size": world_size,
+        **({"extra": dict(extra)} if extra else {}),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -212,9 +217,53 @@ def _save_merged_from_adapter(policy_dir: Path, adapter_dir: Path, out_dir: Path
     save_policy(merged, tokenizer, out_dir)
 
 
+def peft_lora_config(lora: Any) -> Any:
+    """PEFT's `LoraConfig` for a recipe's `lora` settings (None: full fine-tuning, no adapter)."""
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    targets = lora.target_modules
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+
+
+def save_trained(
+    trainer: Any, tokenizer: Any, policy_dir: Path, out_dir: Path, compute: Compute, *, lora: bool
+) -> None:
+    """Write a finished trainer's policy to `out_dir`: merged (the adapter beside it in `adapter/`) with LoRA.
+
+    Sharded trainers (DeepSpeed, FSDP) gather the weights on every rank and the main process writes them.
+    """
+    acc = trainer.accelerator
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    tokenizer.padding_side = "left"
+    if sharded:
+        target = out_dir / ADAPTER_DIR if lora else out_dir
+        trainer.save_model(str(target))
+        if acc.is_main_process:
+            if lora:
+                _save_merged_from_adapter(policy_dir, target, out_dir, compute)
+            else:
+                tokenizer.save_pretrained(out_dir)
+    elif acc.is_main_process:
+        trained = acc.unwrap_model(trainer.model)
+        if lora:
+            trained.save_pretrained(str(out_dir / ADAPTER_DIR), safe_serialization=True)
+            trained = trained.merge_and_unload()
+        trained.eval()
+        save_policy(trained, tokenizer, out_dir)
+    acc.wait_for_everyone()
+
+
 def progress_callback(label: str = "DPO training") -> Any:
-    """A TRL/transformers `TrainerCallback` logging step / max_steps, rate, ETA and the last loss and margin
-    every tenth of the run (`prefscale.progress`), on the main process only."""
+    """A TRL/transformers `TrainerCallback` logging step / max_steps, rate, ETA and the last loss and margin (DPO)
+    or reward and KL (GRPO, RLOO) every tenth of the run (`prefscale.progress`), on the main process only."""
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
@@ -228,8 +277,12 @@ def progress_callback(label: str = "DPO training") -> Any:
             self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any
         ) -> None:
             if self.progress is not None and logs and "loss" in logs:
-                margin = f", margin={logs['rewards/margins']:.4g}" if "rewards/margins" in logs else ""
-                self.progress.update(state.global_step, f"loss={logs['loss']:.4g}{margin}")
+                extra = "".join(
+                    f", {name}={logs[key]:.4g}"
+                    for key, name in (("rewards/margins", "margin"), ("reward", "reward"), ("kl", "kl"))
+                    if key in logs
+                )
+                self.progress.update(state.global_step, f"loss={logs['loss']:.4g}{extra}")
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.progress is not None:
@@ -262,7 +315,6 @@ def train_dpo(
     """
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOTrainer
@@ -281,16 +333,7 @@ def train_dpo(
     ref_model = None
     if reference_dir is not None and Path(reference_dir).resolve() != Path(policy_dir).resolve():
         ref_model, _ = load_policy(reference_dir, compute)
-    peft_config = None
-    if settings.lora is not None:
-        targets = settings.lora.target_modules
-        peft_config = LoraConfig(
-            r=settings.lora.r,
-            lora_alpha=settings.lora.alpha,
-            lora_dropout=settings.lora.dropout,
-            target_modules=targets if isinstance(targets, str) else list(targets),
-            task_type="CAUSAL_LM",
-        )
+    peft_config = peft_lora_config(settings.lora)
     # The LoRA adapter is initialised in the trainer's constructor, before the Trainer seeds itself: seed here
     # so the initial adapter depends on `seed` only, not on whatever ran earlier in this process.
     set_seed(seed)
@@ -312,27 +355,8 @@ def train_dpo(
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
     seconds = time.perf_counter() - t0
 
+    save_trained(trainer, tokenizer, Path(policy_dir), out_dir, compute, lora=peft_config is not None)
     acc = trainer.accelerator
-    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
-    tokenizer.padding_side = "left"
-    if sharded:
-        # Every rank takes part in gathering the weights; the main process writes them.
-        target = out_dir / ADAPTER_DIR if peft_config is not None else out_dir
-        trainer.save_model(str(target))
-        if acc.is_main_process:
-            if peft_config is not None:
-                _save_merged_from_adapter(Path(policy_dir), target, out_dir, compute)
-            else:
-                tokenizer.save_pretrained(out_dir)
-    elif acc.is_main_process:
-        trained = acc.unwrap_model(trainer.model)
-        if peft_config is not None:
-            trained.save_pretrained(str(out_dir / ADAPTER_DIR), safe_serialization=True)
-            trained = trained.merge_and_unload()
-        trained.eval()
-        save_policy(trained, tokenizer, out_dir)
-    acc.wait_for_everyone()
-
     history = [
         {k: float(v) for k, v in row.items() if k in (*_STEP_KEYS, "step", "epoch", "learning_rate")}
         for row in trainer.state.log_history

@@ -11,15 +11,21 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefscale.config.training import DPOSettings
 from prefscale.storage import UNPARTITIONED, ArtifactRef, ArtifactStore
-from prefscale.training.dpo import last_complete_checkpoint
+from prefscale.training.dpo import dpo_fingerprint, last_complete_checkpoint
 
 CHECKPOINT_RECORD = "prefscale_checkpoint.json"
 BASE_POLICY_ASSET = "base_policy"
+PAIRS_ASSET = "preference_pairs"
+LABELS_ASSET = "quality_labels"
+PROMPTS_ASSET = "prompts"
+REWARD_MODEL_ASSET = "reward_model"
+LABEL_MODEL_TABLE = "label_model"  # quality_labels' table of the fitted label model's parameters
 
 
 def launcher(
@@ -125,17 +131,28 @@ def checkpoint_record(
     start: ArtifactRef,
     reference: ArtifactRef | None,
     pairs: ArtifactRef,
-    settings: DPOSettings,
+    settings: Any,
     seed: int,
     adapter: str | None,
+    method: str = "dpo",
 ) -> dict[str, Any]:
-    """The `prefscale_checkpoint.json` of a checkpoint: its inputs by version and how it was trained."""
+    """The `prefscale_checkpoint.json` of a checkpoint: its inputs by version and how it was trained. `pairs` is
+    what it trained from: the preference pairs (dpo) or the quality labels whose label model was the reward."""
+    trained_from = (
+        {"pairs_sha256": pairs.digest, "dpo": settings.model_dump(mode="json")}
+        if method == "dpo"
+        else {
+            "reward_labels": artifact_label(pairs),
+            "reward_labels_sha256": pairs.digest,
+            "online": settings.model_dump(mode="json"),
+        }
+    )
     return {
         "iteration": iteration,
+        "method": method,
         "started_from": artifact_label(start),
         "reference": artifact_label(reference if reference is not None else start),
-        "pairs_sha256": pairs.digest,
-        "dpo": settings.model_dump(mode="json"),
+        **trained_from,
         "seed": seed,
         "adapter": adapter,
     }
@@ -159,3 +176,172 @@ def failure_message(error: BaseException, work: Path) -> str:
         else ""
     )
     return f"prefscale train-dpo failed ({error}); its stderr is in the step's logs.{kept}"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What an iteration's training reads besides the starting policy, by version.
+
+    DPO: `data` is the iteration's `preference_pairs`. GRPO/RLOO: `data` is the iteration's `quality_labels`
+    (its `label_model` table turns the LF votes on each online completion into P(high)), with the iteration's
+    `prompts`, the base policy the model-backed LFs run on and, when the recipe's reward uses it, the
+    `reward_model`. All of them are the checkpoint's manifest inputs, so its audit reaches the LF versions.
+    """
+
+    method: str
+    data: ArtifactRef
+    prompts: ArtifactRef | None = None
+    base: ArtifactRef | None = None
+    reward_model: ArtifactRef | None = None
+
+    @property
+    def refs(self) -> list[ArtifactRef]:
+        return [r for r in (self.data, self.prompts, self.base, self.reward_model) if r is not None]
+
+
+def training_data(
+    store: ArtifactStore, iteration: int, method: str, reward_sources: tuple[str, ...]
+) -> TrainingData:
+    """The versions an iteration's `method` trains from; an online method fails naming a missing input."""
+    part = str(iteration)
+    if method == "dpo":
+        return TrainingData(method, store.current(PAIRS_ASSET, part))
+    labels = store.current(LABELS_ASSET, part)
+    if not labels.file(f"{LABEL_MODEL_TABLE}.parquet").is_file():
+        raise ValueError(
+            f"{artifact_label(labels)} has no {LABEL_MODEL_TABLE} table (made before online training existed): "
+            "materialize quality_labels again"
+        )
+    reward_model = (
+        store.current(REWARD_MODEL_ASSET, UNPARTITIONED) if "reward_model" in reward_sources else None
+    )
+    return TrainingData(
+        method,
+        labels,
+        prompts=store.current(PROMPTS_ASSET, part),
+        base=store.current(BASE_POLICY_ASSET, UNPARTITIONED),
+        reward_model=reward_model,
+    )
+
+
+TRAINERS = {"dpo": "trl.DPOTrainer", "grpo": "trl.GRPOTrainer", "rloo": "trl.RLOOTrainer"}
+
+
+def online_fingerprint_extra(recipe: Any) -> dict[str, Any]:
+    """What decides an online run's weights besides its settings and inputs: the method, the reward sources and
+    the labeling functions that score each completion."""
+    return {
+        "method": recipe.training.method,
+        "reward": recipe.reward.model_dump(mode="json"),
+        "labeling": [lf.model_dump(mode="json") for lf in recipe.labeling.all_functions],
+        "system_prompt": recipe.policy.system_prompt,
+    }
+
+
+def training_fingerprint(
+    data: TrainingData,
+    recipe: Any,
+    *,
+    start: ArtifactRef,
+    reference: ArtifactRef | None,
+    seed: int,
+    compute: Any,
+) -> str:
+    """`dpo_fingerprint` of one iteration's training: its inputs' digests, the method's settings and, online, what
+    scores the completions. DPO's is what it was before online methods existed."""
+    online = data.method != "dpo"
+    return dpo_fingerprint(
+        policy_sha256=start.digest or start.version,
+        pairs_sha256=":".join(ref.digest or ref.version for ref in data.refs),
+        reference_sha256=(reference.digest or reference.version) if reference is not None else "",
+        settings=recipe.online if online else recipe.dpo,
+        seed=seed,
+        compute=compute,
+        world_size=1 if online else recipe.dpo.num_processes,
+        extra=online_fingerprint_extra(recipe) if online else None,
+    )
+
+
+def training_command(
+    data: TrainingData,
+    recipe: Any,
+    *,
+    policy: Path,
+    reference: Path | None,
+    accelerate: str | None,
+    recipe_ref: tuple[str, str],
+    out: Path,
+    work_dir: Path,
+    seed: int,
+    device: str,
+    threads: int | None = None,
+    dtype: str | None = None,
+    report: Path | None = None,
+) -> list[str]:
+    """The whole command line of one iteration's training: `train-dpo` (through `accelerate launch` for several
+    processes) or `train-online`. `recipe_ref` is (recipe name or path, overrides JSON), which the online
+    command reloads."""
+    common: dict[str, Any] = dict(
+        out=out, work_dir=work_dir, seed=seed, device=device, threads=threads, dtype=dtype, report=report
+    )
+    if data.method == "dpo":
+        return launcher(recipe.dpo.num_processes, accelerate) + train_dpo_args(
+            policy=policy, pairs=data.data.file(), settings=recipe.dpo, reference=reference, **common
+        )
+    name, overrides = recipe_ref
+    return launcher() + train_online_args(
+        data, policy=policy, recipe=name, overrides_json=overrides, **common
+    )
+
+
+def train_online_args(
+    data: TrainingData,
+    *,
+    policy: Path,
+    out: Path,
+    work_dir: Path,
+    recipe: str,
+    overrides_json: str,
+    seed: int,
+    device: str,
+    threads: int | None = None,
+    report: Path | None = None,
+    dtype: str | None = None,
+) -> list[str]:
+    """The `train-online ...` arguments (after the launcher) for one GRPO/RLOO run on `data`."""
+    if data.prompts is None or data.base is None:
+        raise ValueError(f"{data.method} needs the iteration's prompts and the base policy")
+    args = [
+        "train-online",
+        "--method",
+        data.method,
+        "--policy",
+        str(policy),
+        "--prompts",
+        str(data.prompts.file()),
+        "--label-model",
+        str(data.data.file(f"{LABEL_MODEL_TABLE}.parquet")),
+        "--base-policy",
+        str(data.base.path),
+        "--out",
+        str(out),
+        "--work-dir",
+        str(work_dir),
+        "--recipe",
+        recipe,
+        "--seed",
+        str(seed),
+        "--device",
+        device,
+    ]
+    if overrides_json:
+        args += ["--overrides-json", overrides_json]
+    if data.reward_model is not None:
+        args += ["--reward-model", str(data.reward_model.path)]
+    if threads:
+        args += ["--threads", str(threads)]
+    if dtype:
+        args += ["--dtype", dtype]
+    if report is not None:
+        args += ["--report", str(report)]
+    return args

@@ -203,3 +203,71 @@ def test_killed_training_resumes_when_the_asset_is_materialized_again(pipeline, 
     assert meta["steps_run"] == meta["steps"] - meta["resumed_from_step"] < meta["steps"]
     assert store.verify(store.current("dpo_checkpoint", "1")) == []
     assert not work_root.exists()  # removed after the publish
+
+
+def test_grpo_checkpoint_trains_online_against_the_lfs_resumes_after_sigkill_and_keeps_its_lineage(
+    pipeline, tmp_path
+):
+    """`training.method: grpo`: the same asset launches `prefscale train-online` through Pipes; a SIGKILLed run
+    resumes; the checkpoint's inputs are the quality_labels (its label model), prompts and base policy."""
+    home = tmp_path / "copy"
+    shutil.copytree(pipeline.home, home, symlinks=True)
+    online = {
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "max_steps": 4,
+        "max_completion_length": 24,
+        "save_steps": 1,
+        "save_total_limit": 4,
+    }
+    overrides = deep_merge(SMALL, {"training": {"method": "grpo"}, "online": online})
+    resources = {
+        "storage": StorageResource(home=str(home)),
+        "recipe": RecipeResource(name="embedded", overrides_json=json.dumps(overrides)),
+        "compute": pipeline.resources["compute"],
+        "mlflow": pipeline.resources["mlflow"],
+        "pipes_subprocess_client": pipeline.resources["pipes_subprocess_client"],
+    }
+    store = ArtifactStore(home)
+    before = store.versions("dpo_checkpoint", "1")
+    work_root = home / "work" / "dpo_checkpoint" / "1"
+    killed: dict = {}
+
+    def kill_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            for work in work_root.glob("*") if work_root.is_dir() else []:
+                ckpt = last_complete_checkpoint(work)
+                if ckpt is not None:
+                    os.kill(int((work / ".lock").read_text().split()[1]), signal.SIGKILL)
+                    killed["step"] = int(ckpt.name.split("-")[1])
+                    return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint)
+    killer.start()
+    first = dg.materialize([dpo_checkpoint], partition_key="1", resources=resources, raise_on_error=False)
+    killer.join()
+    assert killed and not first.success
+    assert store.versions("dpo_checkpoint", "1") == before
+
+    second = dg.materialize([dpo_checkpoint], partition_key="1", resources=resources)
+    meta = {
+        k: v.value for k, v in second.asset_materializations_for_node("dpo_checkpoint")[0].metadata.items()
+    }
+    assert meta["method"] == "grpo" and meta["steps"] == 4
+    assert meta["resumed_from_step"] >= killed["step"] > 0
+    assert meta["pipes_reported"] is True and meta["pipes_steps_reported"] == meta["steps_run"]
+    assert 0.0 <= meta["final_reward"] <= 1.0 and "final_completions_repeated_line_share" in meta
+    checks = {c.check_name: c for c in second.get_asset_check_evaluations()}
+    assert checks["checkpoint_loads"].passed and "completions_healthy" in checks
+
+    ref = store.current("dpo_checkpoint", "1")
+    inputs = {x["asset"] for x in store.manifest(ref)["inputs"]}
+    assert {"quality_labels", "prompts", "base_policy"} <= inputs and "preference_pairs" not in inputs
+    record = json.loads((ref.path / "prefscale_checkpoint.json").read_text())
+    labels = store.current("quality_labels", "1")
+    assert record["method"] == "grpo" and record["reward_labels_sha256"] == labels.digest
+    assert record["online"]["num_generations"] == 4
+    assert "grpo" in (ref.path / "README.md").read_text()
+    assert store.verify(ref) == []

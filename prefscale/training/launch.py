@@ -241,7 +241,6 @@ def online_fingerprint_extra(recipe: Any) -> dict[str, Any]:
 def training_fingerprint(
     data: TrainingData,
     recipe: Any,
-    *,
     start: ArtifactRef,
     reference: ArtifactRef | None,
     seed: int,

@@ -12,11 +12,12 @@ Where the lines go is the application's choice: Dagster captures the `prefscale`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 LOGGER_NAME = "prefscale.progress"
@@ -45,12 +46,27 @@ def rate_text(per_second: float) -> str:
     return f"{per_second * 60:.2g}/min"
 
 
+_quiet = threading.local()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No `Progress` made inside (in this thread) logs anything: a step repeated many times, such as the
+    labeling functions scoring each online-training step's completions, would flood the run log."""
+    depth = getattr(_quiet, "depth", 0)
+    _quiet.depth = depth + 1
+    try:
+        yield
+    finally:
+        _quiet.depth = depth
+
+
 class Progress:
     """Done / total of one long step, logged at the start and at every tenth (and so at the end).
 
     `advance(k)` adds `k` units, `update(done)` sets the count; both take an optional `detail` appended to the
     line they log (a training loss). `start` units were done before (a resumed run): the rate and ETA count
-    from there. Safe to advance from several threads. A total of 0, or no label, logs nothing.
+    from there. Safe to advance from several threads. A total of 0, or no label, or one made under `quiet()`, logs nothing.
     """
 
     def __init__(
@@ -63,7 +79,9 @@ class Progress:
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.label, self.total, self.unit = label or "", max(0, int(total)) if label else 0, unit
+        quiet_here = getattr(_quiet, "depth", 0) > 0
+        self.label, self.unit = label or "", unit
+        self.total = max(0, int(total)) if label and not quiet_here else 0
         self.done = self._first = min(max(0, int(start)), self.total)
         self._log = logger or log
         self._clock = clock

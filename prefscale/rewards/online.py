@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from prefscale.labeling.context import LFContext
+from prefscale.progress import quiet
 from prefscale.rewards.base import ScoringContext, score_rows
 from prefscale.rewards.ensemble import combine_rewards
 from prefscale.rewards.registry import ONLINE_SOURCES
@@ -116,10 +117,11 @@ class OnlineReward:
             },
             schema_overrides={"task_type": pl.String},
         )
-        scores = {
-            s.source: score_rows(s.source, rows, replace(self.ctx, ranker=s.model)).scores
-            for s in self.sources
-        }
+        with quiet():  # the LFs' progress lines would repeat at every step
+            scores = {
+                s.source: score_rows(s.source, rows, replace(self.ctx, ranker=s.model)).scores
+                for s in self.sources
+            }
         weights = {s.source: s.weight for s in self.sources}
         reward = combine_rewards(rows, scores, weights, self.ensemble)
         by_id = dict(zip(reward["candidate_id"], reward["reward"], strict=True))

@@ -193,3 +193,14 @@ def test_pairs_health_reads_the_chosen_replies():
 def test_online_reward_is_a_trl_reward_function():
     reward = OnlineReward((), None)  # type: ignore[arg-type]
     assert callable(reward) and reward.__name__ == "prefscale_reward"
+
+
+def test_progress_is_quiet_inside_quiet(caplog):
+    from prefscale.progress import Progress, quiet
+
+    with caplog.at_level("INFO", logger="prefscale.progress"):
+        with quiet():
+            Progress("LF x", 10, "rows").advance(10)
+        assert not caplog.records
+        Progress("LF y", 10, "rows").advance(10)
+        assert [r.getMessage().split()[1] for r in caplog.records] == ["y", "y"]

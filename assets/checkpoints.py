@@ -116,7 +116,7 @@ def dpo_checkpoint(
                 command=command, context=context, extras={"partition": str(i), "fingerprint": fingerprint}
             )
         except Exception as e:
-            raise RuntimeError(launch.failure_message(e, work)) from e
+            raise RuntimeError(launch.failure_message(e, work, launch.COMMANDS[method])) from e
         outcome["pipes_reported"] = any(isinstance(x, dg.MaterializeResult) for x in invocation.get_results())
         outcome["steps_reported"] = len(invocation.get_custom_messages())
         outcome["report"] = dpo.DPOReport.read(report_path)

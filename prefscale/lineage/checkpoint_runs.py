@@ -23,14 +23,14 @@ from prefscale.storage import ArtifactRef
 from prefscale.training.dpo import DPOReport
 from prefscale.training.launch import CHECKPOINT_RECORD, artifact_label
 
-NOT_REGISTERED = "not registered (checkpoint_loads failed)"
+NOT_REGISTERED = "not registered (a blocking check failed)"
 
 
 @dataclass(frozen=True)
 class CheckpointLineage:
     run_id: str
     model_name: str
-    model_version: str  # NOT_REGISTERED when the checkpoint did not load
+    model_version: str  # NOT_REGISTERED when the checkpoint did not load or its completions collapsed
 
 
 def flat_params(prefix: str, d: Mapping[str, Any]) -> dict[str, Any]:

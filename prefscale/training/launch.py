@@ -167,15 +167,15 @@ def dpo_reference(store: ArtifactStore, start: ArtifactRef, mode: str) -> Artifa
     return base if base.path.resolve() != start.path.resolve() else None
 
 
-def failure_message(error: BaseException, work: Path) -> str:
-    """Why `prefscale train-dpo` failed, and whether a trainer checkpoint in `work` lets a re-run resume."""
+def failure_message(error: BaseException, work: Path, command: str = "train-dpo") -> str:
+    """Why `prefscale <command>` failed, and whether a trainer checkpoint in `work` lets a re-run resume."""
     ckpt = last_complete_checkpoint(work)
     kept = (
         f" The trainer checkpoint {ckpt} is kept: materializing this partition again resumes from it."
         if ckpt
         else ""
     )
-    return f"prefscale train-dpo failed ({error}); its stderr is in the step's logs.{kept}"
+    return f"prefscale {command} failed ({error}); its stderr is in the step's logs.{kept}"
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,7 @@ def training_data(
 
 
 TRAINERS = {"dpo": "trl.DPOTrainer", "grpo": "trl.GRPOTrainer", "rloo": "trl.RLOOTrainer"}
+COMMANDS = {"dpo": "train-dpo", "grpo": "train-online", "rloo": "train-online"}  # the `prefscale` command
 
 
 def online_fingerprint_extra(recipe: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ def test_every_blocking_check_passed_on_every_partition(pipeline):
         ("preference_pairs", "margins_positive"),
         ("preference_pairs", "pairs_reference_candidates"),
         ("dpo_checkpoint", "checkpoint_loads"),
+        ("dpo_checkpoint", "completions_healthy"),
     ]:
         mine = [e for e in evaluations if e.asset_key == dg.AssetKey(asset) and e.check_name == name]
         assert len(mine) >= 3 and all(e.passed for e in mine), (asset, name, [e.passed for e in mine])

@@ -204,3 +204,27 @@ def test_progress_is_quiet_inside_quiet(caplog):
         assert not caplog.records
         Progress("LF y", 10, "rows").advance(10)
         assert [r.getMessage().split()[1] for r in caplog.records] == ["y", "y"]
+
+
+def test_train_online_cli_names_the_bad_input_before_loading_a_model(tiny_policy, tmp_path, capsys):
+    from prefscale.cli import main
+
+    base, _ = tiny_policy
+    prompts = tmp_path / "prompts.parquet"
+    pl.DataFrame({"prompt_id": ["p"], "prompt": ["hi"]}).write_parquet(prompts)
+    bad_params = tmp_path / "params.parquet"
+    pl.DataFrame({"lf_name": ["x"]}).write_parquet(bad_params)
+    common = ["train-online", "--method", "grpo", "--out", str(tmp_path / "out"), "--recipe", "embedded-grpo"]
+    cases = [
+        (["--policy", str(tmp_path), "--prompts", str(prompts)], "--policy"),
+        (["--policy", str(base), "--prompts", str(tmp_path / "none.parquet")], "--prompts"),
+        (
+            ["--policy", str(base), "--prompts", str(prompts), "--label-model", str(bad_params)],
+            "--label-model",
+        ),
+        (["--policy", str(base), "--prompts", str(prompts)], "fitted label model"),
+    ]
+    for extra, named in cases:
+        assert main([*common, *extra]) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

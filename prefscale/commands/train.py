@@ -21,7 +21,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,14 +264,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_dpo(args: argparse.Namespace) -> int:
+def reporting_bad_input(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`run(args)`, with a bad input printed as `error: ...` and exit 2 (recipe errors go to `prefscale.cli`)."""
     try:
-        return _run(args)
+        return run(args)
     except (ValueError, FileNotFoundError) as e:
         if isinstance(e, RecipeError):
             raise  # prefscale.cli reports recipe errors (exit 2)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _cmd_train_dpo(args: argparse.Namespace) -> int:
+    return reporting_bad_input(_run, args)
 
 
 def register(subparsers: Any) -> None:

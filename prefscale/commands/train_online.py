@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from prefscale.commands.train import (
-    EXIT_BAD_INPUT,
     _compute,
     _forward_progress,
     _is_main_rank,
     _quiet,
     _step_callback,
     pipes_session,
+    reporting_bad_input,
     work_dir_lock,
 )
-from prefscale.config.base import RecipeError
 from prefscale.config.recipe import load_recipe
 
 ONLINE_STEP_KEYS = (
@@ -151,13 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_online(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError) as e:
-        if isinstance(e, RecipeError):
-            raise  # prefscale.cli reports recipe errors (exit 2)
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return reporting_bad_input(_run, args)
 
 
 def register(subparsers: Any) -> None:

@@ -261,6 +261,47 @@ def save_trained(
     acc.wait_for_everyone()
 
 
+def train_resumably(
+    trainer: Any, work_dir: Path, resume: bool, on_resume: Callable[[Path], None] | None = None
+) -> tuple[int, float]:
+    """`trainer.train()`, from the last complete trainer checkpoint in `work_dir` when `resume` finds one;
+    (the step it resumed from, 0 for none; the seconds `train` took)."""
+    checkpoint = last_complete_checkpoint(work_dir) if resume else None
+    if checkpoint is not None and on_resume is not None:
+        on_resume(checkpoint)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    return (checkpoint_step(checkpoint) if checkpoint is not None else 0), time.perf_counter() - t0
+
+
+def training_report(
+    trainer: Any,
+    args: Any,
+    history: list[dict[str, float]],
+    keys: Sequence[str],
+    resumed_from: int,
+    seconds: float,
+) -> DPOReport:
+    """The report of a finished trainer: `final` is each of `keys` averaged over the last 5 logged steps."""
+    import torch
+
+    acc = trainer.accelerator
+    last = history[-5:]
+    final = {k: sum(h.get(k, 0.0) for h in last) / max(1, len(last)) for k in keys}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return DPOReport(
+        steps=int(trainer.state.global_step),
+        seconds=seconds,
+        final=final,
+        history=history,
+        resumed_from_step=resumed_from,
+        world_size=int(acc.num_processes),
+        distributed_type=str(getattr(acc.distributed_type, "value", acc.distributed_type)),
+        trainer_args=_jsonable(args.to_dict()),
+    )
+
+
 def progress_callback(label: str = "DPO training") -> Any:
     """A TRL/transformers `TrainerCallback` logging step / max_steps, rate, ETA and the last loss and margin (DPO)
     or reward and KL (GRPO, RLOO) every tenth of the run (`prefscale.progress`), on the main process only."""
@@ -313,7 +354,6 @@ def train_dpo(
 
     Trainer checkpoints go to `work_dir`; with `resume`, a complete one found there is resumed from.
     """
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -347,32 +387,15 @@ def train_dpo(
         callbacks=[progress_callback(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # metrics go to the report (and MLflow), not stdout
-    checkpoint = last_complete_checkpoint(work_dir) if resume and settings.save_steps is not None else None
-    resumed_from = checkpoint_step(checkpoint) if checkpoint is not None else 0
-    if checkpoint is not None and on_resume is not None:
-        on_resume(checkpoint)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    seconds = time.perf_counter() - t0
+    resumed_from, seconds = train_resumably(
+        trainer, work_dir, resume and settings.save_steps is not None, on_resume
+    )
 
     save_trained(trainer, tokenizer, Path(policy_dir), out_dir, compute, lora=peft_config is not None)
-    acc = trainer.accelerator
     history = [
         {k: float(v) for k, v in row.items() if k in (*_STEP_KEYS, "step", "epoch", "learning_rate")}
         for row in trainer.state.log_history
         if "loss" in row
     ]
-    final = {k: sum(h.get(k, 0.0) for h in history[-5:]) / max(1, len(history[-5:])) for k in _STEP_KEYS}
     del ref_model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return DPOReport(
-        steps=int(trainer.state.global_step),
-        seconds=seconds,
-        final=final,
-        history=history,
-        resumed_from_step=resumed_from,
-        world_size=int(acc.num_processes),
-        distributed_type=str(getattr(acc.distributed_type, "value", acc.distributed_type)),
-        trainer_args=_jsonable(args.to_dict()),
-    )
+    return training_report(trainer, args, history, _STEP_KEYS, resumed_from, seconds)

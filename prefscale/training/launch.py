@@ -89,13 +89,16 @@ def train_dpo_args(
     ]
     if reference is not None:
         args += ["--reference", str(reference)]
-    if threads:
-        args += ["--threads", str(threads)]
-    if dtype:
-        args += ["--dtype", dtype]
-    if report is not None:
-        args += ["--report", str(report)]
-    return args
+    return args + _optional_args(threads, dtype, report)
+
+
+def _optional_args(threads: int | None, dtype: str | None, report: Path | None) -> list[str]:
+    """`--threads`, `--dtype` and `--report`, each only when given: the training commands share them."""
+    return [
+        *(["--threads", str(threads)] if threads else []),
+        *(["--dtype", dtype] if dtype else []),
+        *(["--report", str(report)] if report is not None else []),
+    ]
 
 
 def accelerate_config_path(path: str | None, root: Path) -> str | None:
@@ -338,10 +341,4 @@ def train_online_args(
         args += ["--overrides-json", overrides_json]
     if data.reward_model is not None:
         args += ["--reward-model", str(data.reward_model.path)]
-    if threads:
-        args += ["--threads", str(threads)]
-    if dtype:
-        args += ["--dtype", dtype]
-    if report is not None:
-        args += ["--report", str(report)]
-    return args
+    return args + _optional_args(threads, dtype, report)

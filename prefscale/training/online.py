@@ -14,7 +14,6 @@ from when the run is materialized again after a crash.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,11 @@ from prefscale.policy.io import load_policy
 from prefscale.rewards.online import OnlineReward
 from prefscale.training.dpo import (
     DPOReport,
-    _jsonable,
-    checkpoint_step,
-    last_complete_checkpoint,
     peft_lora_config,
     progress_callback,
     save_trained,
+    train_resumably,
+    training_report,
 )
 
 ONLINE_METHODS = ("grpo", "rloo")
@@ -152,7 +150,6 @@ def train_online(
     """Train the policy in `policy_dir` online on `prompts` against `reward`; write the merged model (and
     `adapter/` with LoRA) to `out_dir`. The KL reference is the starting policy (with LoRA, the adapter
     disabled). Trainer checkpoints go to `work_dir`; with `resume`, a complete one found there is resumed from."""
-    import torch
     from datasets import Dataset
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -180,28 +177,9 @@ def train_online(
         callbacks=[progress_callback(f"{method.upper()} training"), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
-    checkpoint = last_complete_checkpoint(work_dir) if resume and settings.save_steps is not None else None
-    resumed_from = checkpoint_step(checkpoint) if checkpoint is not None else 0
-    if checkpoint is not None and on_resume is not None:
-        on_resume(checkpoint)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
-    seconds = time.perf_counter() - t0
-
-    save_trained(trainer, tokenizer, Path(policy_dir), out_dir, compute, lora=peft_config is not None)
-    acc = trainer.accelerator
-    history = step_history(trainer.state.log_history, reward.history)
-    last = history[-5:]
-    final = {k: sum(h.get(k, 0.0) for h in last) / max(1, len(last)) for k in ONLINE_STEP_KEYS}
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return DPOReport(
-        steps=int(trainer.state.global_step),
-        seconds=seconds,
-        final=final,
-        history=history,
-        resumed_from_step=resumed_from,
-        world_size=int(acc.num_processes),
-        distributed_type=str(getattr(acc.distributed_type, "value", acc.distributed_type)),
-        trainer_args=_jsonable(args.to_dict()),
+    resumed_from, seconds = train_resumably(
+        trainer, work_dir, resume and settings.save_steps is not None, on_resume
     )
+    save_trained(trainer, tokenizer, Path(policy_dir), out_dir, compute, lora=peft_config is not None)
+    history = step_history(trainer.state.log_history, reward.history)
+    return training_report(trainer, args, history, ONLINE_STEP_KEYS, resumed_from, seconds)

@@ -158,21 +158,24 @@ def test_invalid_settings_fail_before_training(pipeline, dpo, expected):
     assert not (pipeline.home / "work" / "dpo_checkpoint" / "1").exists()
 
 
-def test_killed_training_resumes_when_the_asset_is_materialized_again(pipeline, tmp_path):
-    """SIGKILL the `train-dpo` process the asset launched; the next materialization resumes from its checkpoint."""
+def _copied_home(pipeline, tmp_path, overrides: dict) -> tuple:
+    """A copy of the pipeline's home and resources on it, with `overrides` on the small recipe."""
     home = tmp_path / "copy"
     shutil.copytree(pipeline.home, home, symlinks=True)
-    dpo = {"num_train_epochs": 2, "per_device_train_batch_size": 1, "save_steps": 2, "save_total_limit": 3}
-    resources = {
+    return home, {
         "storage": StorageResource(home=str(home)),
-        "recipe": RecipeResource(name="embedded", overrides_json=json.dumps(deep_merge(SMALL, {"dpo": dpo}))),
+        "recipe": RecipeResource(name="embedded", overrides_json=json.dumps(deep_merge(SMALL, overrides))),
         "compute": pipeline.resources["compute"],
         "mlflow": pipeline.resources["mlflow"],
         "pipes_subprocess_client": pipeline.resources["pipes_subprocess_client"],
     }
-    store = ArtifactStore(home)
-    before = store.versions("dpo_checkpoint", "1")
-    work_root = home / "work" / "dpo_checkpoint" / "1"
+
+
+def _materialize_killing_after_first_checkpoint(
+    resources: dict, work_root
+) -> tuple[dict, dg.ExecuteInProcessResult]:
+    """Materialize `dpo_checkpoint[1]`, SIGKILLing the training process it launched once a trainer checkpoint is
+    complete; ({"step": the checkpoint's step}, or {} when none appeared; the failed result)."""
     killed: dict = {}
 
     def kill_after_first_checkpoint() -> None:
@@ -181,7 +184,7 @@ def test_killed_training_resumes_when_the_asset_is_materialized_again(pipeline, 
             for work in work_root.glob("*") if work_root.is_dir() else []:
                 ckpt = last_complete_checkpoint(work)
                 if ckpt is not None:
-                    pid = int((work / ".lock").read_text().split()[1])  # "pid <n>", written by train-dpo
+                    pid = int((work / ".lock").read_text().split()[1])  # "pid <n>", written by the command
                     os.kill(pid, signal.SIGKILL)
                     killed["step"] = int(ckpt.name.split("-")[1])
                     return
@@ -189,8 +192,19 @@ def test_killed_training_resumes_when_the_asset_is_materialized_again(pipeline, 
 
     killer = threading.Thread(target=kill_after_first_checkpoint)
     killer.start()
-    first = dg.materialize([dpo_checkpoint], partition_key="1", resources=resources, raise_on_error=False)
+    result = dg.materialize([dpo_checkpoint], partition_key="1", resources=resources, raise_on_error=False)
     killer.join()
+    return killed, result
+
+
+def test_killed_training_resumes_when_the_asset_is_materialized_again(pipeline, tmp_path):
+    """SIGKILL the `train-dpo` process the asset launched; the next materialization resumes from its checkpoint."""
+    dpo = {"num_train_epochs": 2, "per_device_train_batch_size": 1, "save_steps": 2, "save_total_limit": 3}
+    home, resources = _copied_home(pipeline, tmp_path, {"dpo": dpo})
+    store = ArtifactStore(home)
+    before = store.versions("dpo_checkpoint", "1")
+    work_root = home / "work" / "dpo_checkpoint" / "1"
+    killed, first = _materialize_killing_after_first_checkpoint(resources, work_root)
     assert killed, "no trainer checkpoint appeared"
     assert not first.success
     assert "materializing this partition again resumes from it" in _failure_text(first)
@@ -211,8 +225,6 @@ def test_grpo_checkpoint_trains_online_against_the_lfs_resumes_after_sigkill_and
 ):
     """`training.method: grpo`: the same asset launches `prefscale train-online` through Pipes; a SIGKILLed run
     resumes; the checkpoint's inputs are the quality_labels (its label model), prompts and base policy."""
-    home = tmp_path / "copy"
-    shutil.copytree(pipeline.home, home, symlinks=True)
     online = {
         "num_generations": 4,
         "per_device_train_batch_size": 8,
@@ -221,34 +233,11 @@ def test_grpo_checkpoint_trains_online_against_the_lfs_resumes_after_sigkill_and
         "save_steps": 1,
         "save_total_limit": 4,
     }
-    overrides = deep_merge(SMALL, {"training": {"method": "grpo"}, "online": online})
-    resources = {
-        "storage": StorageResource(home=str(home)),
-        "recipe": RecipeResource(name="embedded", overrides_json=json.dumps(overrides)),
-        "compute": pipeline.resources["compute"],
-        "mlflow": pipeline.resources["mlflow"],
-        "pipes_subprocess_client": pipeline.resources["pipes_subprocess_client"],
-    }
+    home, resources = _copied_home(pipeline, tmp_path, {"training": {"method": "grpo"}, "online": online})
     store = ArtifactStore(home)
     before = store.versions("dpo_checkpoint", "1")
     work_root = home / "work" / "dpo_checkpoint" / "1"
-    killed: dict = {}
-
-    def kill_after_first_checkpoint() -> None:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            for work in work_root.glob("*") if work_root.is_dir() else []:
-                ckpt = last_complete_checkpoint(work)
-                if ckpt is not None:
-                    os.kill(int((work / ".lock").read_text().split()[1]), signal.SIGKILL)
-                    killed["step"] = int(ckpt.name.split("-")[1])
-                    return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_after_first_checkpoint)
-    killer.start()
-    first = dg.materialize([dpo_checkpoint], partition_key="1", resources=resources, raise_on_error=False)
-    killer.join()
+    killed, first = _materialize_killing_after_first_checkpoint(resources, work_root)
     assert killed and not first.success
     assert store.versions("dpo_checkpoint", "1") == before
 

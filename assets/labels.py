@@ -16,6 +16,7 @@ from prefscale.labeling.gold import iteration_gold
 from prefscale.labeling.length import label_length_correlation, read_votes_with_lengths, response_lengths
 from prefscale.labeling.votes import LabelingFunctionError
 from prefscale.report import markdown_table
+from prefscale.storage import policy_for_iteration
 from resources import ComputeResource, RecipeResource, StorageResource
 
 LF_VOTES = dg.AssetKey("lf_votes")
@@ -56,7 +57,10 @@ def lf_votes(
     lfs = list(r.labeling.all_functions)
     clf = r.labeling.task_classifier
     rows = classify_tasks(cands, clf, seed=r.seed) if clf else cands
-    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype))
+    start = policy_for_iteration(
+        store, i
+    )  # `model: policy` (self_judge): the policy that sampled the candidates
+    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype), policy=start.path)
     try:
         app = apply_all_lfs_with_scores(rows, lfs, lf_context)
     except LabelingFunctionError as e:  # the function's name and first offending row; nothing is written

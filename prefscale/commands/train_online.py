@@ -90,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
         recipe.labeling.all_functions,
         label_model_params=params,
         base_policy=base_policy,
+        policy=policy,
         reward_model_dir=reward_model,
         compute=compute,
         seed=seed,

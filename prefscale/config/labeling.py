@@ -17,6 +17,7 @@ from prefscale.labeling.registry import (
     LabelingFunction,
     ModelLabelingFunction,
 )
+from prefscale.labeling.self_judge_kind import with_criteria
 from prefscale.labeling.task_classifier import TaskClassifier
 from prefscale.labeling.task_types import DEFAULT_TASK_TYPE, TaskTypeRule, task_type_of
 from prefscale.labeling.votes import validate_lfs
@@ -56,7 +57,7 @@ class LabelingConfig(_Strict):
     """The SMEs' labeling functions, the optional task-type classifier, and the label model.
 
     `functions` holds the kinds that run on a row alone (text patterns, `python` and `snorkel`); the model-backed kinds
-    (`llm_prompt`, `perplexity`, `similarity`, `consensus`) go in `model_functions`. A recipe may list both in `functions`:
+    (`llm_prompt`, `perplexity`, `similarity`, `consensus`, `self_judge`) go in `model_functions`. A recipe may list both in `functions`:
     the model-backed entries are moved to `model_functions` when parsed. `all_functions` is every function, the
     label matrix's columns in that order.
     """
@@ -81,7 +82,7 @@ class LabelingConfig(_Strict):
     )
     model_functions: tuple[ModelLabelingFunction, ...] = Field(
         default=(),
-        description="model-backed labeling functions (kind llm_prompt, perplexity, similarity or consensus), run batched "
+        description="model-backed labeling functions (kind llm_prompt, perplexity, similarity, consensus or self_judge), run batched "
         "after `functions`",
     )
     task_classifier: TaskClassifier | None = Field(
@@ -117,6 +118,8 @@ class LabelingConfig(_Strict):
     @model_validator(mode="after")
     def _unique(self) -> LabelingConfig:
         validate_lfs(self.all_functions)
+        # a self_judge without its own criteria is shown the other functions' descriptions
+        object.__setattr__(self, "model_functions", with_criteria(self.model_functions, self.all_functions))
         return self
 
     @property

@@ -8,6 +8,7 @@ from typing import Any
 
 from prefscale.compute import resolve_compute
 from prefscale.labeling.model_kinds import BASE_POLICY_ALIAS
+from prefscale.labeling.self_judge_kind import POLICY_ALIAS
 from prefscale.policy.io import load_policy
 from prefscale.storage import UNPARTITIONED
 
@@ -25,6 +26,7 @@ class LFContext:
     cache: dict[tuple[str, str], Any] = field(default_factory=dict)
     used: dict[str, Any] = field(default_factory=dict)  # model reference -> ArtifactRef (store artifacts)
     base_policy: str | Path | None = None  # a folder `base_policy` names when there is no store (in process)
+    policy: str | Path | None = None  # the folder `policy` names: the policy the iteration starts from
 
     def _compute(self) -> Any:
         if self.compute is None:
@@ -33,6 +35,12 @@ class LFContext:
 
     def model_path(self, ref: str) -> str:
         """A local folder or hub id for a model reference (`base_policy`, a folder, a hub id, a package)."""
+        if ref == POLICY_ALIAS:
+            if self.policy is None:
+                raise ValueError(
+                    "model 'policy' needs the iteration's starting policy in the labeling context"
+                )
+            return str(self.policy)
         if ref == BASE_POLICY_ALIAS:
             if self.base_policy is not None:
                 return str(self.base_policy)

@@ -25,6 +25,7 @@ from prefscale.labeling.pattern_kinds import (
     SnorkelLF,
     WordRatioLF,
 )
+from prefscale.labeling.self_judge_kind import SelfJudgeLF
 
 ROW_KINDS: tuple[type, ...] = (
     RegexLF,
@@ -37,7 +38,7 @@ ROW_KINDS: tuple[type, ...] = (
     PythonLF,
     SnorkelLF,
 )
-MODEL_KIND_CLASSES: tuple[type, ...] = (LLMPromptLF, PerplexityLF, SimilarityLF, ConsensusLF)
+MODEL_KIND_CLASSES: tuple[type, ...] = (LLMPromptLF, PerplexityLF, SimilarityLF, ConsensusLF, SelfJudgeLF)
 
 
 def kind_name(cls: type) -> str:

@@ -141,6 +141,7 @@ def online_reward(
     *,
     label_model_params: pl.DataFrame | None = None,
     base_policy: Any = None,
+    policy: Any = None,
     reward_model_dir: Any = None,
     compute: Any = None,
     seed: int = 0,
@@ -148,7 +149,8 @@ def online_reward(
 ) -> OnlineReward:
     """The recipe's `reward` section (`RewardConfig`) as an `OnlineReward`: `label_model` needs the fitted
     label model's parameters (`quality_labels`' `label_model` table) and runs the LFs, model-backed ones on
-    `base_policy`; `reward_model` needs its folder. A source that cannot score online, or a missing input,
+    `base_policy` (a `self_judge` on `policy`, the policy the iteration starts from); `reward_model` needs its
+    folder. A source that cannot score online, or a missing input,
     fails here, before any training."""
     names = [s.source for s in reward.sources]
     offline = [n for n in names if n not in ONLINE_SOURCES]
@@ -165,7 +167,7 @@ def online_reward(
     ctx = ScoringContext(
         lfs=tuple(lfs),
         label_model_params=label_model_params,
-        lf_context=LFContext(base_policy=base_policy, compute=compute),
+        lf_context=LFContext(base_policy=base_policy, policy=policy, compute=compute),
         reward_model_dir=reward_model_dir,
         compute=compute,
         seed=seed,

@@ -67,7 +67,9 @@ def _rewards(
 
     lfs = recipe.labeling.all_functions  # the model-backed ones run on the arm's base policy, as in lf_votes
     lm = recipe.labeling.label_model
-    votes = apply_all_lfs(cands, lfs, LFContext(compute=compute, base_policy=work / "base"))
+    votes = apply_all_lfs(
+        cands, lfs, LFContext(compute=compute, base_policy=work / "base", policy=work / "base")
+    )
     labels = fit_label_model(
         votes,
         [lf.name for lf in lfs],

@@ -125,7 +125,8 @@ def _functions(
         raise ValueError(f"--base-policy {base_policy}: not a model folder (no config.json)")
     context = None
     if model_lfs:
-        context = LFContext(base_policy=Path(base_policy).expanduser() if base_policy is not None else None)
+        base = Path(base_policy).expanduser() if base_policy is not None else None
+        context = LFContext(base_policy=base, policy=base)  # a self_judge's `policy` is the base here
     return [*recipe.labeling.functions, *model_lfs], context, []
 
 

@@ -44,6 +44,7 @@ DECLARATIONS = {
     "prefscale.labeling.pattern_kinds",
     "prefscale.labeling.model_kinds",
     "prefscale.labeling.consensus_kind",
+    "prefscale.labeling.self_judge_kind",
     "prefscale.labeling.lm_scores",
     "prefscale.labeling.task_types",
     "prefscale.labeling.task_classifier",

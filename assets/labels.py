@@ -1,8 +1,7 @@
 """`lf_votes` (the SME labeling functions' label matrix) and `quality_labels` (the Snorkel label model).
 
-Both read the SMEs' gold (`sme_annotations`) when it exists, to score the functions and the label model on it.
-That read is recorded in each version's manifest (`inputs`) rather than as a graph edge, so a new gold set
-re-runs only `quality_labels` (`sensors.annotations`), not the iteration's training chain.
+Both read the SMEs' gold (`sme_annotations`) when it exists, recorded in each version's manifest (`inputs`)
+rather than as a graph edge, so a new gold set re-runs only `quality_labels` (`sensors.annotations`).
 """
 
 import dagster as dg
@@ -57,10 +56,9 @@ def lf_votes(
     lfs = list(r.labeling.all_functions)
     clf = r.labeling.task_classifier
     rows = classify_tasks(cands, clf, seed=r.seed) if clf else cands
-    start = policy_for_iteration(
-        store, i
-    )  # `model: policy` (self_judge): the policy that sampled the candidates
-    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype), policy=start.path)
+    # `model: policy` (self_judge) is the policy that sampled the candidates
+    policy = policy_for_iteration(store, i).path
+    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype), policy=policy)
     try:
         app = apply_all_lfs_with_scores(rows, lfs, lf_context)
     except LabelingFunctionError as e:  # the function's name and first offending row; nothing is written
@@ -77,8 +75,7 @@ def lf_votes(
     gold, gold_ref, stale = iteration_gold(store, i)
     tables = {"data": votes, "functions": catalog, "lengths": response_lengths(cands)}
     analysis = lf_analysis(votes, lfs, gold, lengths=tables["lengths"])
-    model_names = [c for c in app.scores.columns if c != "candidate_id"]
-    if model_names:
+    if model_names := [c for c in app.scores.columns if c != "candidate_id"]:
         tables["scores"] = app.scores
     if clf:
         tables["task_types"] = rows.select("candidate_id", "task_type", "task_type_source")

@@ -15,7 +15,6 @@ from prefscale.labeling.gold import iteration_gold
 from prefscale.labeling.length import label_length_correlation, read_votes_with_lengths, response_lengths
 from prefscale.labeling.votes import LabelingFunctionError
 from prefscale.report import markdown_table
-from prefscale.storage import policy_for_iteration
 from resources import ComputeResource, RecipeResource, StorageResource
 
 LF_VOTES = dg.AssetKey("lf_votes")
@@ -56,9 +55,8 @@ def lf_votes(
     lfs = list(r.labeling.all_functions)
     clf = r.labeling.task_classifier
     rows = classify_tasks(cands, clf, seed=r.seed) if clf else cands
-    # `model: policy` (self_judge) is the policy that sampled the candidates
-    policy = policy_for_iteration(store, i).path
-    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype), policy=policy)
+    # `model: policy` (self_judge) is the policy that sampled the candidates: iteration i's start
+    lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype), iteration=i)
     try:
         app = apply_all_lfs_with_scores(rows, lfs, lf_context)
     except LabelingFunctionError as e:  # the function's name and first offending row; nothing is written

@@ -10,7 +10,7 @@ from prefscale.compute import resolve_compute
 from prefscale.labeling.model_kinds import BASE_POLICY_ALIAS
 from prefscale.labeling.self_judge_kind import POLICY_ALIAS
 from prefscale.policy.io import load_policy
-from prefscale.storage import UNPARTITIONED
+from prefscale.storage import UNPARTITIONED, policy_for_iteration
 
 # --- the context: where models come from ------------------------------------------------------------------
 
@@ -27,6 +27,7 @@ class LFContext:
     used: dict[str, Any] = field(default_factory=dict)  # model reference -> ArtifactRef (store artifacts)
     base_policy: str | Path | None = None  # a folder `base_policy` names when there is no store (in process)
     policy: str | Path | None = None  # the folder `policy` names: the policy the iteration starts from
+    iteration: int | None = None  # with a store and no `policy` folder: `policy` is this iteration's start
 
     def _compute(self) -> Any:
         if self.compute is None:
@@ -36,11 +37,15 @@ class LFContext:
     def model_path(self, ref: str) -> str:
         """A local folder or hub id for a model reference (`base_policy`, a folder, a hub id, a package)."""
         if ref == POLICY_ALIAS:
-            if self.policy is None:
+            if self.policy is not None:
+                return str(self.policy)
+            if self.store is None or self.iteration is None:
                 raise ValueError(
                     "model 'policy' needs the iteration's starting policy in the labeling context"
                 )
-            return str(self.policy)
+            art = policy_for_iteration(self.store, self.iteration)
+            self.used[ref] = art
+            return str(art.path)
         if ref == BASE_POLICY_ALIAS:
             if self.base_policy is not None:
                 return str(self.base_policy)

@@ -150,8 +150,7 @@ def online_reward(
     """The recipe's `reward` section (`RewardConfig`) as an `OnlineReward`: `label_model` needs the fitted
     label model's parameters (`quality_labels`' `label_model` table) and runs the LFs, model-backed ones on
     `base_policy` (a `self_judge` on `policy`, the policy the iteration starts from); `reward_model` needs its
-    folder. A source that cannot score online, or a missing input,
-    fails here, before any training."""
+    folder. A source that cannot score online, or a missing input, fails here, before any training."""
     names = [s.source for s in reward.sources]
     offline = [n for n in names if n not in ONLINE_SOURCES]
     if offline:

@@ -112,16 +112,19 @@ def lf_votes(
     key=QUALITY_LABELS,
     group_name="labeling",
     kinds={"snorkel", "parquet"},
-    code_version="3",
+    code_version="4",
     partitions_def=ITERATIONS,
     deps=[LF_VOTES],
     description="Snorkel LabelModel on the label matrix: P(high quality) per candidate, the votes behind each "
     "label (name@version=vote), majority vote as baseline; per-LF analysis (coverage, overlaps, conflicts, "
-    "polarity, estimated/gold accuracy, length correlation), P(high)'s length correlation, gold accuracy/F1.",
+    "polarity, estimated/gold accuracy, length correlation, what gold did to it: an LF gold shows worse than "
+    "chance is flagged or, with gold_lf_filter: disable, left out of the fit), P(high)'s length correlation, "
+    "gold accuracy/F1.",
 )
 def quality_labels(
     context: dg.AssetExecutionContext, storage: StorageResource, recipe: RecipeResource
 ) -> dg.MaterializeResult:
+    from prefscale.labeling.gold_filter import gold_lf_filter
     from prefscale.labeling.label_model import fit_label_model, gold_metrics
 
     r = recipe.load()
@@ -143,16 +146,13 @@ def quality_labels(
     y_dev = None
     if gold is not None and lm.use_gold == "class_balance":
         y_dev = gold["label"].to_numpy().astype(np.int64)
-    res = fit_label_model(
-        votes,
-        names,
-        **lm.fit_options(),
-        seed=r.seed,
-        versions=versions,
-        y_dev=y_dev,
-    )
-
-    analysis = lf_analysis(votes, catalog_entries(catalog), gold, res.weights, lengths)
+    try:  # an LF gold shows worse than chance is flagged, or with `gold_lf_filter: disable` left out of the fit
+        verdict = gold_lf_filter(votes, names, gold, lm.gold_lf_filter, lm.gold_min_votes)
+    except ValueError as e:  # every LF would be disabled: nothing to fit on
+        raise dg.Failure(description=str(e)) from e
+    kept = verdict.kept(names)
+    res = fit_label_model(votes, kept, **lm.fit_options(), seed=r.seed, versions=versions, y_dev=y_dev)
+    analysis = lf_analysis(votes, catalog_entries(catalog), gold, res.weights, lengths, verdict.actions)
     analysis = analysis.with_columns(pl.lit(i, pl.Int32).alias("iteration")).select(
         "iteration", pl.all().exclude("iteration")
     )
@@ -168,6 +168,7 @@ def quality_labels(
         "lf_accuracies": res.weights,
         "lf_versions": versions,
         "gold_rows": 0 if gold is None else gold.height,
+        "gold_disabled_lfs": list(verdict.disabled),
     }
     inputs = [votes_ref, *([gold_ref] if gold is not None and gold_ref else [])]
     ref = store.write_tables(QUALITY_LABELS.path[-1], str(i), tables, inputs=inputs, params=params)
@@ -182,6 +183,7 @@ def quality_labels(
                 _fmt(analysis.select("lf_name", "lf_version", "estimated_accuracy", "empirical_accuracy"))
             )
         ),
+        "gold_lf_actions": dg.MetadataValue.md(verdict.markdown() or "none"),
         "lf_analysis": dg.MetadataValue.md(markdown_table(_fmt(analysis.drop("iteration")))),
         "gold_rows": 0 if gold is None else gold.height,
         "path": dg.MetadataValue.path(str(ref.path)),

@@ -47,6 +47,18 @@ class LabelModelConfig(_Strict):
         description="SME gold (asset sme_annotations): report: only score the label model and majority vote "
         "on it; class_balance: also pass it to the label model as Y_dev (it sets the class balance)",
     )
+    gold_lf_filter: Literal["off", "disable"] = Field(
+        default="off",
+        description="what SME gold does to a labeling function it shows worse than chance (accuracy below 0.5 "
+        "on at least gold_min_votes gold rows it voted on, one-sided binomial p < 0.05): off: only flag it "
+        "(lf_summary's gold_action); disable: fit the label model without its votes, as if it abstained "
+        "everywhere (the run fails, naming them, if that would disable every function)",
+    )
+    gold_min_votes: int = Field(
+        default=10,
+        ge=1,
+        description="the gold rows a labeling function must have voted on before gold_lf_filter judges it",
+    )
 
     def fit_options(self) -> dict[str, Any]:
         """The settings `fit_label_model` takes: n_epochs, lr, l2, prec_init."""

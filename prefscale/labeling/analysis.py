@@ -69,6 +69,7 @@ def lf_analysis(
     gold: pl.DataFrame | None = None,
     estimated_accuracy: Mapping[str, float] | None = None,
     lengths: pl.DataFrame | None = None,
+    gold_actions: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Per-LF analysis: `lf_summary` (polarity, coverage, overlaps, conflicts) plus the LF's version and kind,
     the label model's estimated accuracy when given, its empirical accuracy against SME gold, and its
@@ -77,23 +78,14 @@ def lf_analysis(
 
     `gold` has `candidate_id` and `label` (HIGH/LOW) for the rows SMEs judged; an LF's empirical accuracy is its
     correct votes over its non-abstain votes on those rows (Snorkel's `lf_empirical_accuracies` restricted to
-    gold rows), null when it voted on none of them (Snorkel would report 0).
+    gold rows), null when it voted on none of them (Snorkel would report 0). With `gold_actions` (LF name → what
+    gold did to it, `prefscale.labeling.gold_filter`) a `gold_action` column says so (null: nothing).
     """
     names = [lf.name for lf in lfs]
     summary = lf_summary(votes, names)
-    n_gold = correct = incorrect = [0] * len(names)
-    if gold is not None and gold.height:
-        joined = votes.select("candidate_id", *names).join(
-            gold.select("candidate_id", pl.col("label").cast(pl.Int8).alias("__gold")), on="candidate_id"
-        )
-        mat = joined.select(names).to_numpy()
-        y = joined["__gold"].to_numpy()[:, None]
-        active = mat != ABSTAIN
-        correct = (active & (mat == y)).sum(axis=0).tolist()
-        incorrect = (active & (mat != y)).sum(axis=0).tolist()
-        n_gold = [joined.height] * len(names)
+    n_gold, correct, incorrect = gold_vote_counts(votes, names, gold)
     est = estimated_accuracy or {}
-    return summary.select(
+    out = summary.select(
         pl.col("lf_name"),
         pl.Series("lf_version", [lf.version for lf in lfs], dtype=pl.String),
         pl.Series("kind", [lf.kind for lf in lfs], dtype=pl.String),
@@ -112,3 +104,23 @@ def lf_analysis(
         .alias("empirical_accuracy"),
         pl.Series("length_correlation", lf_length_correlations(votes, names, lengths), dtype=pl.Float64),
     )
+    if gold_actions is None:
+        return out
+    return out.with_columns(pl.Series("gold_action", [gold_actions.get(n) for n in names], dtype=pl.String))
+
+
+def gold_vote_counts(
+    votes: pl.DataFrame, names: Sequence[str], gold: pl.DataFrame | None
+) -> tuple[list[int], list[int], list[int]]:
+    """Per LF: the iteration's gold rows (those in `votes`), and its correct and incorrect votes on them."""
+    if gold is None or not gold.height:
+        return [0] * len(names), [0] * len(names), [0] * len(names)
+    joined = votes.select("candidate_id", *names).join(
+        gold.select("candidate_id", pl.col("label").cast(pl.Int8).alias("__gold")), on="candidate_id"
+    )
+    mat = joined.select(names).to_numpy()
+    y = joined["__gold"].to_numpy()[:, None]
+    active = mat != ABSTAIN
+    correct = (active & (mat == y)).sum(axis=0).tolist()
+    incorrect = (active & (mat != y)).sum(axis=0).tolist()
+    return [joined.height] * len(names), correct, incorrect

@@ -202,6 +202,77 @@ def test_gold_annotations_flow_through_the_sensor_into_quality_labels(tiny_home)
     ).run_requests  # not retried as is
 
 
+def build_lf_summary(home: Home) -> pl.DataFrame:
+    """The lf_summary mart of `home`, built by dbt through Dagster as the warehouse step builds it."""
+    from dagster_dbt import DbtCliResource
+
+    from assets.dbt import warehouse_models
+    from resources import DBT_PROJECT_DIR, StorageResource, dbt_executable
+
+    dbt = DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+    )
+    result = dg.materialize(
+        [warehouse_models],
+        selection=dg.AssetSelection.assets("lf_summary"),
+        resources={"dbt": dbt, "storage": StorageResource(home=str(home.path))},
+        instance=home.instance,
+    )
+    assert result.success
+    with duckdb.connect(str(home.path / "warehouse.duckdb"), read_only=True) as con:
+        return con.sql("select * from lf_summary order by lf_name").pl()
+
+
+def test_gold_disables_a_function_worse_than_chance(tiny_home):
+    from prefscale.config.recipe import load_recipe
+
+    own = [f.model_dump(mode="json", exclude_none=True) for f in load_recipe("embedded").labeling.functions]
+    contrarian = {"name": "contrarian", "kind": "regex", "pattern": r"\S", "vote": "high"}  # high everywhere
+    labeling = {"functions": [*own, contrarian], "model_functions": []}
+    home = tiny_home({"labeling": labeling})
+    write_candidates(home.store, "1", n_prompts=12)
+    assert home.materialize(["lf_votes"], "1").success
+    votes = home.store.read_frame("lf_votes", "1")
+    others = votes.select([f["name"] for f in own]).to_numpy()
+    # gold says low where no other function votes high: contrarian (high everywhere) is always wrong there
+    low = votes.filter(pl.Series((others != 1).all(axis=1)))["candidate_id"].to_list()
+    assert len(low) >= 5
+    (home.path / "annotations").mkdir()
+    (home.path / "annotations" / "sme.jsonl").write_text(
+        "".join(json.dumps({"candidate_id": c, "label": "low"}) + "\n" for c in low)
+    )
+    assert home.materialize(["sme_annotations"]).success
+
+    def relabel(mode: str) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+        lm = {"gold_lf_filter": mode, "gold_min_votes": 5}
+        run = tiny_home({"labeling": {**labeling, "label_model": lm}}).materialize(["quality_labels"], "1")
+        assert run.success
+        ref = home.store.current("quality_labels", "1")
+        meta = run.asset_materializations_for_node("quality_labels")[0].metadata
+        return pl.read_parquet(ref.file()), pl.read_parquet(ref.file("analysis.parquet")), meta
+
+    kept, analysis, meta = relabel("off")
+    action = dict(zip(analysis["lf_name"], analysis["gold_action"], strict=True))
+    assert action.pop("contrarian").startswith(
+        f"flagged, kept (gold_lf_filter: off): gold accuracy 0.00 on {len(low)}"
+    )
+    assert set(action.values()) == {None} and kept["votes"].str.contains(r"contrarian@\w+=high").all()
+
+    labels, analysis, meta = relabel("disable")
+    action = dict(zip(analysis["lf_name"], analysis["gold_action"], strict=True))
+    text = action.pop("contrarian")
+    assert text.startswith(f"disabled: gold accuracy 0.00 on {len(low)} rows (p=")
+    assert set(action.values()) == {None}  # the others: untouched
+    assert not labels["votes"].str.contains("contrarian").any()
+    assert (labels["p_high"] != kept["p_high"]).any()  # the labels no longer lean on it
+    assert f"- `contrarian`: {text}" in meta["gold_lf_actions"].value and text in meta["lf_analysis"].value
+    params = home.store.manifest(home.store.current("quality_labels", "1"))["params"]
+    assert params["gold_disabled_lfs"] == ["contrarian"] and params["gold_lf_filter"] == "disable"
+    summary = build_lf_summary(home)
+    assert dict(zip(summary["lf_name"], summary["gold_action"], strict=True))["contrarian"] == text
+    assert summary.filter(pl.col("lf_name") != "contrarian")["gold_action"].is_null().all()
+
+
 def test_pipeline_labels_with_model_functions_and_builds_lf_summary(pipeline):
     store = ArtifactStore(pipeline.home)
     for i in ("1", "2", "3"):

@@ -1,10 +1,11 @@
--- One row per (iteration, labeling function): how much it votes, with whom it agrees, how accurate it is, and how
--- much it tracks response length.
+-- One row per (iteration, labeling function): how much it votes, with whom it agrees, how accurate it is, how
+-- much it tracks response length, and what SME gold did to it.
 with analysis as (
     select * from {{ source('labeling', 'lf_analysis') }}
-    -- analysis versions written before length_correlation existed read as null (when no version has it yet)
+    -- analysis versions written before length_correlation or gold_action existed read them as null (when no
+    -- version has them yet)
     union all by name
-    select cast(null as double) as length_correlation where false
+    select cast(null as double) as length_correlation, cast(null as varchar) as gold_action where false
 )
 
 select
@@ -22,6 +23,7 @@ select
     gold_correct,
     gold_incorrect,
     empirical_accuracy,
-    length_correlation
+    length_correlation,
+    gold_action
 from analysis
 order by iteration, lf_name

@@ -30,7 +30,7 @@ def _sample(policy: ArtifactRef, storage: StorageResource, recipe: RecipeResourc
 def _eval_params(recipe: RecipeResource) -> dict[str, object]:
     r = recipe.load()
     return {
-        "judge": r.evaluation.judge,
+        "judge": "rubric",  # eval_results is always the rubric's record, whichever judge leads the leaderboard
         "samples_per_prompt": r.evaluation.samples_per_prompt,
         "seed": EVAL_SEED,
         **system_params(r.policy.system_prompt),

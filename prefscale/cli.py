@@ -345,6 +345,10 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+# eval_leaderboard's rows of the embedded domain's SME rubric (`sme_rubric`; `rubric` in an old warehouse)
+RUBRIC_LABELS = frozenset({"sme_rubric", "rubric"})
+
+
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     from prefscale.report import text_table  # lazy: CLI start-up
     from prefscale.warehouse import WarehouseBusy, connect_read_only  # lazy: CLI start-up
@@ -392,13 +396,24 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
                 "on iteration using first(rate) order by preference"
             ).pl()
             adh = adh.rename({c: f"iter {c}" for c in adh.columns if c != "preference"})
-    print("eval_leaderboard (held-out prompts; win rate vs the base by the SME rubric judge)")
+    all_judges = sorted(set(board["judge"].to_list()))
+    print(f"eval_leaderboard (held-out prompts; win rate by judge: {', '.join(all_judges) or 'none yet'})")
     print(text_table(board))
-    judges = sorted(set(board["judge"].to_list()) - {"sme_rubric"})
+    rubric = [j for j in all_judges if j in RUBRIC_LABELS]
+    if rubric:
+        print(
+            f"({rubric[0]}: the embedded Lumora domain's SME rubric, eval_results' judge; it knows only that "
+            "domain's preferences, so on other prompts its rows show the loop running, not your team's verdict)"
+        )
+    judges = [j for j in all_judges if j not in RUBRIC_LABELS]
     if judges:
         print(
-            f"(also judged by {', '.join(judges)} in alpaca_eval_results: win rates on 0-1 against each row's "
-            "reference; lc_win_rate = alpaca_eval's length_controlled_minimal)"
+            f"({'also ' if rubric else ''}judged by {', '.join(judges)} in alpaca_eval_results: win rates on 0-1 "
+            "against each row's reference; lc_win_rate = alpaca_eval's length_controlled_minimal)"
+        )
+    if "weak_supervision" in judges:
+        print(
+            "(weak_supervision: the recipe's own labeling functions and label model, the training reward itself)"
         )
     if "generator" in board.columns and board["generator"].str.contains(r"\+bo\d+$").any():
         print("(dpo-iter<i>+bo<N>: the checkpoint with best-of-N at inference, asset best_of_n)")

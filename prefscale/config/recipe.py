@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from prefscale.artifacts import ITERATION_ASSETS
 from prefscale.config.base import DATA_FILE_SUFFIXES, RecipeError, _Strict, is_local_path
 from prefscale.config.data import DataConfig
-from prefscale.config.evaluation import EvaluationConfig
+from prefscale.config.evaluation import EMBEDDED_JUDGE, EvaluationConfig, primary_judge_choices
 from prefscale.config.generation import GenerationConfig
 from prefscale.config.labeling import LabelingConfig
 from prefscale.config.pairs import PairsConfig
@@ -78,6 +78,45 @@ class Recipe(_Strict):
     evaluation: EvaluationConfig = Field(
         default=EvaluationConfig(), description="held-out evaluation, the judges and best-of-N"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_judge(cls, data: Any) -> Any:
+        """A null `evaluation.judge` is `rubric` when the prompts are the embedded domain's (its SME rubric);
+        with any other source it stays null and `_primary_judge` names the choices."""
+        if not isinstance(data, dict):
+            return data
+        d = data.get("data")
+        source = d.get("source", "embedded") if isinstance(d, dict) else getattr(d, "source", "embedded")
+        ev = data.get("evaluation", {})
+        if isinstance(ev, EvaluationConfig):
+            ev = ev.model_dump(exclude_unset=True)
+        if source != "embedded" or not isinstance(ev, dict) or ev.get("judge") is not None:
+            return data
+        return {**data, "evaluation": {**ev, "judge": EMBEDDED_JUDGE}}
+
+    @model_validator(mode="after")
+    def _primary_judge(self) -> Recipe:
+        judge, source = self.evaluation.judge, self.data.source
+        if judge is None:
+            raise ValueError(
+                f"evaluation.judge is required when data.source is {source!r}: the default judge, rubric, scores "
+                "the embedded Lumora demo domain only (it checks for things like naming Lumora), not your prompts. "
+                f"Name a primary judge independent of the training reward: {primary_judge_choices()}"
+            )
+        if judge == "rubric" and source != "embedded":
+            raise ValueError(
+                "evaluation.judge rubric scores the embedded Lumora demo domain only (it checks for things like "
+                f"naming Lumora), and data.source is {source!r}. Name a primary judge independent of the "
+                f"training reward: {primary_judge_choices()}"
+            )
+        if judge == "pairrm" and "pairrm" in self.reward.names:
+            raise ValueError(
+                "evaluation.judge pairrm is also in reward.sources: the training reward would judge itself. Name "
+                f"another primary judge: {primary_judge_choices(exclude=('pairrm',))}"
+                + ("; or rubric (the embedded domain's SME rubric)" if source == "embedded" else "")
+            )
+        return self
 
     @model_validator(mode="after")
     def _k(self) -> Recipe:

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 def _run(tmp_path, prompts_file):
     overrides = {
-        "data": {"source": "file", "path": str(prompts_file), "prompts_per_iteration": 2, "heldout_size": 1}
+        "data": {"source": "file", "path": str(prompts_file), "prompts_per_iteration": 2, "heldout_size": 1},
+        # prompts of its own: a primary judge other than the embedded domain's rubric
+        "evaluation": {"judge": "local_llm", "judges": ["local_llm", "weak_supervision"]},
     }
     resources = {
         "storage": StorageResource(home=str(tmp_path / "home")),

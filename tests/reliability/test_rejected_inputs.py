@@ -66,13 +66,24 @@ def _set(path: str, value: object) -> Callable[[dict], None]:
     return change
 
 
+def _own_prompts(data: dict) -> Callable[[dict], None]:
+    """The embedded recipe on prompts of its own: `data` replaced, and a primary judge other than the rubric
+    (which knows only the embedded domain)."""
+
+    def change(r: dict) -> None:
+        r.update(data=data)
+        r["evaluation"].update(judge="local_llm", judges=["local_llm", "weak_supervision"])
+
+    return change
+
+
 def _prompts_file(name: str, content: str | bytes, **data: object) -> Callable[[Path], list[str]]:
     """A recipe reading `content` as its prompts file (small splits, so a good file of 12 prompts would do)."""
 
     def build(d: Path) -> list[str]:
         f = _write(d / name, content)
         spec = {"source": "file", "path": str(f), "prompts_per_iteration": 3, "heldout_size": 2, **data}
-        return _recipe(d, lambda r: r.update(data=spec))
+        return _recipe(d, _own_prompts(spec))
 
     return build
 
@@ -136,8 +147,13 @@ CASES = [
     ),
     Case(
         "recipe-prompts-file-missing",
-        lambda d: _recipe(d, lambda r: r.update(data={"source": "file", "path": str(d / "nope.jsonl")})),
+        lambda d: _recipe(d, _own_prompts({"source": "file", "path": str(d / "nope.jsonl")})),
         "prompts file not found",
+    ),
+    Case(
+        "recipe-own-prompts-judged-by-the-embedded-rubric",
+        lambda d: _recipe(d, lambda r: r.update(data={"source": "file", "path": str(d / "p.jsonl")})),
+        "evaluation.judge rubric scores the embedded Lumora demo domain only",
     ),
     Case(
         "recipe-pool-too-large-for-embedded",

@@ -113,7 +113,7 @@ def test_leaderboard_prints_both_tables(warehouse_home, capsys):
     assert err == ""
     lines = out.splitlines()
 
-    i = lines.index("eval_leaderboard (held-out prompts; win rate vs the base by the SME rubric judge)")
+    i = lines.index("eval_leaderboard (held-out prompts; win rate by judge: rubric)")
     header = lines[i + 1].split()
     assert header == [
         "iteration",
@@ -128,6 +128,7 @@ def test_leaderboard_prints_both_tables(warehouse_home, capsys):
     # ordered by iteration, values rounded in SQL then formatted by text_table
     assert lines[i + 3].split() == ["1", "rubric", "0.612", "58", "99.900", "0.432", "0.000", "0.125"]
     assert lines[i + 4].split() == ["2", "rubric", "0.712", "60", "101.300", "0.612", "0.247", "0.050"]
+    assert lines[i + 5].startswith("(rubric: the embedded Lumora domain's SME rubric")  # its rows are marked
 
     j = lines.index(
         "eval_adherence (share of held-out responses satisfying each SME preference, by iteration)"

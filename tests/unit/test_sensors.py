@@ -49,6 +49,7 @@ def file_recipe(tmp_path) -> tuple[Path, Path]:
     prompts.write_text('{"prompt": "How do I restart my router?"}\n{"prompt": "Why is my bill higher?"}\n')
     data = embedded()
     data["data"] = {"source": "file", "path": str(prompts), "prompts_per_iteration": 1, "heldout_size": 1}
+    data["evaluation"].update(judge="local_llm", judges=["local_llm", "weak_supervision"])  # not the rubric
     return write_recipe(tmp_path / "file.yaml", data), prompts
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,17 @@ LOCAL_LLM_QUESTION = (
     "Response B:\n{b}\n\n"
     "Which response is better, A or B? Answer with the letter only."
 )
+# before the question, when the team wrote criteria (evaluation.judge_criteria)
+LOCAL_LLM_CRITERIA = "Judge by these criteria:\n{criteria}\n\n"
+
+
+def local_llm_question(instruction: str, a: str, b: str, criteria: str | None = None) -> str:
+    """The judge's question about one pair: `LOCAL_LLM_QUESTION`, after the team's written criteria
+    (`evaluation.judge_criteria`) when there are any; without them the question alone."""
+    question = LOCAL_LLM_QUESTION.format(instruction=instruction, a=a, b=b)
+    if criteria and criteria.strip():
+        return LOCAL_LLM_CRITERIA.format(criteria=criteria.strip()) + question
+    return question
 
 
 def swap_averaged_preference(p_a_reference_first: float, p_a_model_first: float) -> float:
@@ -43,7 +55,8 @@ class LocalLLMJudge(Judge):
 
     `model` is any `from_pretrained` folder or hub id (the base policy in the embedded recipe: a weak judge, but
     the code path is the real one). The prompt goes through the tokenizer's chat template when it has one;
-    responses are truncated (in tokens) so the prompt fits the model's context. The answer is read from the
+    responses are truncated (in tokens) so the prompt fits the model's context. `criteria` (the recipe's
+    `evaluation.judge_criteria`) are put before the question (`local_llm_question`). The answer is read from the
     next-token logits of "A" and "B" (after their shared prefix, e.g. a space token), batched.
     """
 
@@ -54,12 +67,20 @@ class LocalLLMJudge(Judge):
         model = ctx.evaluation.local_llm_model or ctx.local_llm_model
         if model is None:
             raise ValueError("the local_llm judge needs a model: set evaluation.local_llm_model")
-        return cls(model, compute=ctx.compute, batch_size=ctx.evaluation.judge_batch_size)
+        criteria = getattr(ctx.evaluation, "judge_criteria", None)
+        return cls(model, compute=ctx.compute, batch_size=ctx.evaluation.judge_batch_size, criteria=criteria)
 
     def __init__(
-        self, model: str | Path, *, compute: Any = None, batch_size: int = 8, max_length: int | None = None
+        self,
+        model: str | Path,
+        *,
+        compute: Any = None,
+        batch_size: int = 8,
+        max_length: int | None = None,
+        criteria: str | None = None,
     ) -> None:
         self.model_ref = str(model)
+        self.criteria = criteria.strip() if criteria and criteria.strip() else None
         self.compute = compute
         self.batch_size = batch_size
         self.max_length = max_length
@@ -68,7 +89,11 @@ class LocalLLMJudge(Judge):
 
     @property
     def annotator(self) -> str:
-        return f"local_llm[{Path(self.model_ref).name or self.model_ref}]"
+        """`local_llm[<model>]`, plus a digest of the criteria when there are any (other criteria: another judge)."""
+        name = Path(self.model_ref).name or self.model_ref
+        if self.criteria is None:
+            return f"local_llm[{name}]"
+        return f"local_llm[{name}, criteria {hashlib.sha256(self.criteria.encode()).hexdigest()[:8]}]"
 
     # -- model plumbing
     def _load(self) -> tuple[Any, Any]:
@@ -105,7 +130,7 @@ class LocalLLMJudge(Judge):
         return ia[:k], ia[k], ib[k]
 
     def _render(self, instruction: str, a: str, b: str) -> str:
-        question = LOCAL_LLM_QUESTION.format(instruction=instruction, a=a, b=b)
+        question = local_llm_question(instruction, a, b, self.criteria)
         if self._chat():
             return chat_text(self._load()[1], question)
         return question + "\nAnswer:"

@@ -109,7 +109,30 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@exec $(BIN)/python -m sensors.ui --host 127.0.0.1 --port $(PORT) --workspace workspace.yaml
 
-.PHONY: mlflow-ui ui-deps
+.PHONY: mlflow-ui ui-deps annotate annotate-install
+
+# Label Studio for SMEs, in its own virtualenv (its pins clash with the project's), from its lock.
+LS_VENV := .venv-label-studio
+LS_LOCK := deploy/label-studio.lock
+LS_STAMP := $(LS_VENV)/.installed
+ANNOTATE_PORT ?= 8080
+export PREFSCALE_LABEL_STUDIO ?= $(CURDIR)/$(LS_VENV)/bin/label-studio
+
+$(LS_STAMP): $(LS_LOCK) | $(STAMP)
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	@set -e; $(FIND_UV); echo "installing $(LS_LOCK) into $(LS_VENV) with $$uv"; \
+	if $$uv pip install -q --python $(LS_VENV)/bin/python --no-deps -r $(LS_LOCK); then :; else \
+	  echo "uv unavailable or failed: installing $(LS_LOCK) with pip instead"; \
+	  $(LS_VENV)/bin/python -m pip install -q --no-deps -r $(LS_LOCK); \
+	fi
+	@touch $(LS_STAMP)
+
+annotate-install: $(LS_STAMP)
+
+# Label Studio on 127.0.0.1:$(ANNOTATE_PORT) with prefscale's ranking and blind-evaluation projects; prints how to
+# sign in and the two variables Dagster needs (the API key stays in a 0600 file under PREFSCALE_HOME).
+annotate: $(STAMP) $(LS_STAMP)
+	@exec $(BIN)/prefscale annotate --port $(ANNOTATE_PORT) --recipe $(RECIPE)
 
 # MLflow UI over the tracking store the DPO checkpoints log to (http://127.0.0.1:$(MLFLOW_PORT)).
 mlflow-ui: $(STAMP)
@@ -139,7 +162,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(STAMP) ui-deps
+test: $(STAMP) $(LS_STAMP) ui-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

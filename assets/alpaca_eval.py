@@ -19,6 +19,7 @@ variant `best_of_n`.
 import dagster as dg
 import polars as pl
 
+from assets.annotations import sme_votes
 from assets.best_of_n import best_of_n_if_enabled
 from assets.evaluation import EVAL_BASELINE, EVAL_RESULTS
 from assets.partitions import ITERATIONS, iteration_of
@@ -86,6 +87,7 @@ def alpaca_eval_results(
     store = storage.store
     base_policy = store.current(BASE_POLICY.path[-1], UNPARTITIONED)
     dev = compute.resolve(r.policy.dtype) if {"pairrm", "local_llm"} & set(cfg.all_judges) else None
+    votes = sme_votes(store) if "sme" in cfg.all_judges else None
     # made first: a judge that cannot run (e.g. no OPENAI_API_KEY) fails the step before any work
     judges = make_judges(
         cfg.all_judges,
@@ -96,6 +98,7 @@ def alpaca_eval_results(
         compute=dev,
         cache_dir=store.home / "cache",
         local_llm_model=base_policy.path,
+        sme_votes=votes[1] if votes else None,
     )
     if cfg.reference == HELDOUT_BASE:
         compared = heldout_comparisons(store, i)
@@ -107,6 +110,8 @@ def alpaca_eval_results(
     inputs = compared.inputs
     if "local_llm" in cfg.all_judges and cfg.local_llm_model is None and base_policy not in inputs:
         inputs.append(base_policy)
+    if votes:
+        inputs.append(votes[0])
     annotations, metrics = run_judges(
         judges,
         compared.comparisons,

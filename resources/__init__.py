@@ -1,4 +1,4 @@
-"""Dagster resources: storage, recipe, compute/GPU, MLflow, warehouse and dbt."""
+"""Dagster resources: storage, recipe, compute/GPU, MLflow, warehouse, dbt and the annotation tool."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from prefscale.config.recipe import Recipe, load_recipe
 from prefscale.lineage.mlflow_runs import DAGSTER_URL_ENV, dagster_run_tags, tracking_uri_for
 from prefscale.storage import ArtifactStore, default_home
 from prefscale.warehouse import connect_read_only
+from resources.label_studio import LabelStudioResource
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt"
 
@@ -120,6 +121,7 @@ def default_resources(home: str | None = None, recipe: str | None = None, overri
         # launches `prefscale train-dpo` for dpo_checkpoint (Dagster Pipes: logs, step metrics, metadata)
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
         "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+        "label_studio": LabelStudioResource(),
         "dbt": DbtCliResource(
             project_dir=str(DBT_PROJECT_DIR),
             profiles_dir=str(DBT_PROJECT_DIR),

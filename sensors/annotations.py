@@ -1,4 +1,5 @@
-"""`sme_annotations_sensor`: SME annotation files in PREFSCALE_HOME/annotations/ → gold → re-labeling.
+"""`sme_annotations_sensor`: SME annotation files in PREFSCALE_HOME/annotations/ and Label Studio → gold →
+re-labeling (and re-judging, for the blind evaluation's votes).
 
 Two steps, one sensor (the decision lives in `annotations_decision`, which takes plain arguments so tests call it
 directly):
@@ -7,12 +8,16 @@ directly):
    handed to a run. When the folder differs from it (a file added, changed or removed), the sensor requests a
    run of `sme_annotations_job` (the `sme_annotations` asset). That asset validates every file and either
    publishes the new gold or fails, naming each bad file and line, and publishes nothing. A rejected file is
-   not retried until it changes (its new sha256 is a new request).
+   not retried until it changes (its new sha256 is a new request). When LABEL_STUDIO_API_KEY is set, the
+   cursor also holds a digest of every annotation in the two Label Studio projects (ids and update times):
+   a new, edited, skipped or deleted annotation requests the same run.
 2. **Re-label.** The cursor also holds the storage id of the last `sme_annotations` materialization it acted
    on. A newer one re-runs `quality_labels` (a run of `alignment_iteration_job` restricted to that asset) for
    each iteration whose gold changed (`affected_iterations` in its metadata) and that has a label matrix. The
    label model's and each labeling function's accuracy on the gold are then up to date. Rewards, pairs and
-   checkpoints are not re-run (they show as stale): gold scores the labeling, it does not retrain.
+   checkpoints are not re-run (they show as stale): gold scores the labeling, it does not retrain. Iterations
+   whose blind-evaluation votes changed (`votes_changed_iterations`) re-run `alpaca_eval_results`, so the `sme`
+   judge's row in the leaderboard follows the votes.
 
 Both steps wait while a run of the job they would launch is queued or in progress, keeping the old cursor.
 Run keys come from the file digests and the materialization's storage id, so a change launches once.
@@ -27,11 +32,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.alpaca_eval import ALPACA_EVAL_RESULTS
 from assets.annotations import SME_ANNOTATIONS
 from assets.labels import LF_VOTES, QUALITY_LABELS
 from assets.partitions import ITERATIONS
+from prefscale.annotation.collect import tool_state
+from prefscale.annotation.label_studio import LabelStudioError
 from prefscale.labeling.gold import ANNOTATIONS_DIR, file_digests
 from prefscale.storage import default_home
+from resources.label_studio import LabelStudioResource
 from sensors.jobs import alignment_iteration_job
 from sensors.schedules import active_runs, describe_runs
 
@@ -46,21 +55,21 @@ sme_annotations_job = dg.define_asset_job(
 
 def _state(cursor: str | None) -> dict:
     if not cursor:
-        return {"files": None, "handled": None}
+        return {"files": None, "handled": None, "tool": None}
     try:
         state = json.loads(cursor)
     except json.JSONDecodeError:
-        return {"files": None, "handled": None}
-    return {"files": state.get("files"), "handled": state.get("handled")}
+        return {"files": None, "handled": None, "tool": None}
+    return {"files": state.get("files"), "handled": state.get("handled"), "tool": state.get("tool")}
 
 
 def _digest(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def _affected(record: dg.EventLogRecord) -> list[str]:
+def _affected(record: dg.EventLogRecord, key: str = "affected_iterations") -> list[str]:
     mat = record.asset_materialization
-    value = mat.metadata.get("affected_iterations") if mat else None
+    value = mat.metadata.get(key) if mat else None
     raw = getattr(value, "value", value)
     if isinstance(raw, str):
         raw = json.loads(raw)
@@ -68,9 +77,14 @@ def _affected(record: dg.EventLogRecord) -> list[str]:
 
 
 def annotations_decision(
-    instance: dg.DagsterInstance, folder: Path, cursor: str | None, partition_keys: Sequence[str]
+    instance: dg.DagsterInstance,
+    folder: Path,
+    cursor: str | None,
+    partition_keys: Sequence[str],
+    tool: str | None = None,
 ) -> dg.SensorResult:
-    """What `sme_annotations_sensor` does, given the annotations folder and its cursor."""
+    """What `sme_annotations_sensor` does, given the annotations folder, its cursor and the digest of the
+    annotation tool's annotations (None: no tool configured, or it could not be read)."""
     state = _state(cursor)
     requests: list[dg.RunRequest] = []
     notes: list[str] = []
@@ -102,6 +116,23 @@ def annotations_decision(
                         },
                     )
                 )
+            judged = set(instance.get_materialized_partitions(ALPACA_EVAL_RESULTS))
+            rejudge = [k for k in _affected(latest, "votes_changed_iterations") if k in judged]
+            for k in rejudge:
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"votes-{latest.storage_id}-iteration-{k}",
+                        job_name=alignment_iteration_job.name,
+                        partition_key=k,
+                        asset_selection=[ALPACA_EVAL_RESULTS],
+                        tags={
+                            "prefscale/trigger": "sme_annotations_sensor",
+                            "prefscale/gold_event": str(latest.storage_id),
+                        },
+                    )
+                )
+            if rejudge:
+                notes.append(f"SME votes changed for iterations {rejudge}; re-judging them")
             skipped = sorted(set(affected) - set(todo), key=int)
             notes.append(
                 f"gold changed for iterations {affected or 'none'}; re-labeling {todo or 'none'}"
@@ -109,12 +140,13 @@ def annotations_decision(
             )
             state["handled"] = latest.storage_id
 
-    # 1. Ingest new or changed files.
+    # 1. Ingest new or changed files, or new annotations in the tool.
     files = file_digests(folder)
-    if state["files"] is None and not files:
+    tool_changed = tool is not None and tool != state["tool"]
+    if state["files"] is None and not files and not tool_changed:
         notes.append(f"no annotation files in {folder} yet; watching it")
         state["files"] = files
-    elif files != state["files"]:
+    elif files != state["files"] or tool_changed:
         if active_runs(instance, sme_annotations_job.name):
             busy = describe_runs(active_runs(instance, sme_annotations_job.name))
             notes.append(f"annotation files changed, but {busy} is queued or in progress; retried next tick")
@@ -125,7 +157,7 @@ def annotations_decision(
             removed = sorted(set(old) - set(files))
             requests.append(
                 dg.RunRequest(
-                    run_key=f"annotations-{_digest(files)[:16]}",
+                    run_key=f"annotations-{_digest({**files, '': tool or ''})[:16]}",
                     job_name=sme_annotations_job.name,
                     tags={
                         "prefscale/trigger": "sme_annotations_sensor",
@@ -135,9 +167,12 @@ def annotations_decision(
             )
             notes.append(
                 f"annotation files in {folder}: added {added or 'none'}, changed {changed or 'none'}, "
-                f"removed {removed or 'none'}; requested sme_annotations"
+                f"removed {removed or 'none'}"
+                + ("; new or changed annotations in Label Studio" if tool_changed else "")
+                + "; requested sme_annotations"
             )
             state["files"] = files
+            state["tool"] = tool if tool is not None else state["tool"]
     elif not notes:
         notes.append(f"no new annotation files in {folder} ({len(files)} known)")
 
@@ -152,10 +187,22 @@ def annotations_decision(
     jobs=[sme_annotations_job, alignment_iteration_job],
     minimum_interval_seconds=MIN_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="New or changed SME annotation files in PREFSCALE_HOME/annotations/ request sme_annotations; "
-    "a new gold set then re-runs quality_labels for the iterations it changed. The cursor holds the files' "
-    "sha256 and the last handled materialization.",
+    description="New or changed SME annotation files in PREFSCALE_HOME/annotations/, or new annotations in "
+    "Label Studio, request sme_annotations; a new gold set then re-runs quality_labels for the iterations it "
+    "changed (alpaca_eval_results where the SMEs' votes changed). The cursor holds the files' sha256, a digest "
+    "of the tool's annotations and the last handled materialization.",
 )
-def sme_annotations_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def sme_annotations_sensor(
+    context: dg.SensorEvaluationContext, label_studio: LabelStudioResource
+) -> dg.SensorResult:
     folder = default_home() / ANNOTATIONS_DIR
-    return annotations_decision(context.instance, folder, context.cursor, ITERATIONS.get_partition_keys())
+    tool = None
+    if label_studio.configured:
+        try:
+            projects = [label_studio.ranking_project, label_studio.evaluation_project]
+            tool = tool_state(label_studio.client(), projects)
+        except LabelStudioError as e:
+            context.log.warning(f"Label Studio not read this tick: {e}")
+    return annotations_decision(
+        context.instance, folder, context.cursor, ITERATIONS.get_partition_keys(), tool
+    )

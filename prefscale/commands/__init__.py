@@ -15,4 +15,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "prefscale.commands.train",
     "prefscale.commands.train_online",
     "prefscale.commands.export",
+    "prefscale.commands.annotate",
 )

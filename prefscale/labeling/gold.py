@@ -6,12 +6,15 @@ Two record shapes, in JSON Lines (`.jsonl`) or CSV (`.csv`, with a header row):
 * a ranking of one prompt's candidates, best first: `prompt_id`, `ranking` (a JSON array of candidate ids; in
   CSV also `a > b > c`, `a|b|c` or `a;b;c`).
 
-Optional fields: `annotator`, `note`. A ranking of n candidates labels its first ⌊n/2⌋ high and its last ⌊n/2⌋
-low (the middle one of an odd ranking stays unlabelled). Gold is per candidate: a candidate may get one label
+Optional fields: `annotator`, `note`; a ranking may also carry `high` and `low`, lists of its candidate ids the
+SME marked acceptable or unacceptable. A ranking of n candidates labels its first ⌊n/2⌋ high and its last ⌊n/2⌋
+low (the middle one of an odd ranking stays unlabelled); an explicit `high` / `low` mark overrides that. Gold is per candidate: a candidate may get one label
 across all files (a label row, or its place in a ranking), and a prompt may be ranked once.
 
 Every file is validated whole: malformed rows, unknown fields, bad labels, unknown or mismatched ids and
 duplicates are reported by line, and a file with any problem is rejected entirely (`AnnotationsRejected`).
+Records from an annotation tool (`AnnotationSource`, e.g. Label Studio's rankings) go through the same checks,
+their problems named by task id instead of line.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ ANNOTATIONS_DIR = "annotations"
 SUFFIXES = (".jsonl", ".csv")
 _LABELS = {"high": HIGH, "low": LOW, "1": HIGH, "0": LOW}
 _OPTIONAL = {"annotator", "note"}
+_RANKING_MARKS = ("high", "low")
 _SPLIT = re.compile(r"\s*(?:>|\||;)\s*")
 
 GOLD_SCHEMA = {
@@ -61,14 +65,30 @@ RANKING_SCHEMA = {
 FILES_SCHEMA = {"file": pl.String, "sha256": pl.String, "records": pl.Int32, "gold_labels": pl.Int32}
 
 
-class AnnotationsRejected(ValueError):
-    """One or more annotation files with problems; `problems` maps each file name to its (line, message)s."""
+@dataclass(frozen=True)
+class AnnotationSource:
+    """Records from one place: a file (`unit` line) or an annotation tool's project (`unit` task)."""
 
-    def __init__(self, problems: Mapping[str, list[tuple[int, str]]]) -> None:
+    name: str
+    records: list[tuple[int, dict[str, Any]]]
+    problems: list[tuple[int, str]]
+    sha256: str
+    unit: str = "line"
+
+
+class AnnotationsRejected(ValueError):
+    """One or more annotation sources with problems; `problems` maps each source's name to its (line or task
+    id, message)s, `units` to "line" or "task"."""
+
+    def __init__(
+        self, problems: Mapping[str, list[tuple[int, str]]], units: Mapping[str, str] | None = None
+    ) -> None:
         self.problems = dict(problems)
+        self.units = {name: (units or {}).get(name, "line") for name in self.problems}
         parts = []
         for name, lines in self.problems.items():
-            shown = "\n".join(f"  line {n}: {msg}" if n else f"  {msg}" for n, msg in lines[:50])
+            unit = self.units[name]
+            shown = "\n".join(f"  {unit} {n}: {msg}" if n else f"  {msg}" for n, msg in lines[:50])
             more = f"\n  … and {len(lines) - 50} more" if len(lines) > 50 else ""
             parts.append(
                 f"{name}: rejected, nothing from it was used ({len(lines)} problem(s)):\n{shown}{more}"
@@ -157,11 +177,21 @@ def _text_field(rec: Mapping[str, Any], key: str) -> str | None:
     return v.strip() if isinstance(v, str) and v.strip() else None
 
 
+def file_source(path: Path) -> AnnotationSource:
+    """One annotation file's records."""
+    records, problems = _records(path)
+    return AnnotationSource(path.name, records, problems, file_sha256(path))
+
+
 def load_annotations(
-    folder: Path, candidates: pl.DataFrame, candidates_versions: Mapping[str, str] | None = None
+    folder: Path,
+    candidates: pl.DataFrame,
+    candidates_versions: Mapping[str, str] | None = None,
+    extra: Sequence[AnnotationSource] = (),
 ) -> Annotations:
-    """Parse and validate every annotation file in `folder` against `candidates` (`candidate_id`, `prompt_id`,
-    `iteration`). Raises `AnnotationsRejected` naming each bad file and line; returns the gold otherwise."""
+    """Parse and validate every annotation file in `folder`, then the `extra` sources (an annotation tool's),
+    against `candidates` (`candidate_id`, `prompt_id`, `iteration`). Raises `AnnotationsRejected` naming each bad
+    source and line or task; returns the gold otherwise."""
     by_id = {
         c: (p, it)
         for c, p, it in zip(
@@ -178,19 +208,26 @@ def load_annotations(
     labelled: dict[str, str] = {}  # candidate id -> "file line n" (accepted files)
     ranked: dict[str, str] = {}  # prompt id -> "file line n"
     rejected: dict[str, list[tuple[int, str]]] = {}
+    units: dict[str, str] = {}
 
-    for path in annotation_files(folder):
-        records, problems = _records(path)
+    for source in [*map(file_source, annotation_files(folder)), *extra]:
+        records, problems = source.records, list(source.problems)
         f_gold: list[dict[str, Any]] = []
         f_rank: list[dict[str, Any]] = []
         seen_c: dict[str, int] = {}
         seen_p: dict[str, int] = {}
 
         def claim(
-            cid: str, n: int, problems: list[tuple[int, str]] = problems, seen_c: dict = seen_c
+            cid: str,
+            n: int,
+            problems: list[tuple[int, str]] = problems,
+            seen_c: dict = seen_c,
+            unit: str = source.unit,
         ) -> bool:
             if cid in seen_c:
-                problems.append((n, f"duplicate: candidate {cid!r} already annotated on line {seen_c[cid]}"))
+                problems.append(
+                    (n, f"duplicate: candidate {cid!r} already annotated on {unit} {seen_c[cid]}")
+                )
                 return False
             if cid in labelled:
                 problems.append((n, f"duplicate: candidate {cid!r} already annotated in {labelled[cid]}"))
@@ -215,9 +252,9 @@ def load_annotations(
                     (n, f"expected candidate_id + label or prompt_id + ranking, got {sorted(keys)}")
                 )
                 continue
-            extra = keys - expected - _OPTIONAL
-            if extra:
-                problems.append((n, f"unexpected field(s) {sorted(extra)}"))
+            unexpected = keys - expected - _OPTIONAL - (set(_RANKING_MARKS) if is_rank else set())
+            if unexpected:
+                problems.append((n, f"unexpected field(s) {sorted(unexpected)}"))
                 continue
             missing = sorted(k for k in expected if rec.get(k) in (None, ""))
             if missing:
@@ -253,7 +290,7 @@ def load_annotations(
                         "source": "label",
                         "rank": None,
                         "annotator": annotator,
-                        "file": path.name,
+                        "file": source.name,
                         "line": n,
                         "candidates_version": versions.get(it),
                     }
@@ -286,14 +323,24 @@ def load_annotations(
                 problems.append((n, f"candidate(s) {foreign} are not candidates of prompt {pid!r}"))
                 continue
             if pid in seen_p or pid in ranked:
-                where = f"line {seen_p[pid]}" if pid in seen_p else ranked[pid]
+                where = f"{source.unit} {seen_p[pid]}" if pid in seen_p else ranked[pid]
                 problems.append((n, f"duplicate: prompt {pid!r} already ranked on {where}"))
+                continue
+            marks = {m: _ranking(rec.get(m)) if rec.get(m) not in (None, "") else [] for m in _RANKING_MARKS}
+            bad_marks = [m for m, v in marks.items() if v is None or not set(v) <= set(order)]
+            if bad_marks:
+                problems.append((n, f"{bad_marks} must list candidate ids of the ranking"))
+                continue
+            both = sorted(set(marks["high"]) & set(marks["low"]))
+            if both:
+                problems.append((n, f"candidate(s) {both} are marked both high and low"))
                 continue
             seen_p[pid] = n
             half = len(order) // 2
             ok = True
             for place, cid in enumerate(order, 1):
                 label = HIGH if place <= half else LOW if place > len(order) - half else None
+                label = HIGH if cid in marks["high"] else LOW if cid in marks["low"] else label
                 if label is None:
                     continue
                 if not claim(cid, n):
@@ -308,7 +355,7 @@ def load_annotations(
                         "source": "ranking",
                         "rank": place,
                         "annotator": annotator,
-                        "file": path.name,
+                        "file": source.name,
                         "line": n,
                         "candidates_version": versions.get(it),
                     }
@@ -316,27 +363,28 @@ def load_annotations(
             if ok:
                 f_rank.append(
                     {"prompt_id": pid, "iteration": it, "ranking": order, "annotator": annotator}
-                    | {"file": path.name, "line": n}
+                    | {"file": source.name, "line": n}
                 )
         if problems:
-            rejected[path.name] = sorted(problems, key=lambda x: x[0])
+            rejected[source.name] = sorted(problems, key=lambda x: x[0])
+            units[source.name] = source.unit
             continue
         for g in f_gold:
-            labelled[g["candidate_id"]] = f"{path.name} line {g['line']}"
+            labelled[g["candidate_id"]] = f"{source.name} {source.unit} {g['line']}"
         for rk in f_rank:
-            ranked[rk["prompt_id"]] = f"{path.name} line {rk['line']}"
+            ranked[rk["prompt_id"]] = f"{source.name} {source.unit} {rk['line']}"
         gold_rows += f_gold
         ranking_rows += f_rank
         file_rows.append(
             {
-                "file": path.name,
-                "sha256": file_sha256(path),
+                "file": source.name,
+                "sha256": source.sha256,
                 "records": len(records),
                 "gold_labels": len(f_gold),
             }
         )
     if rejected:
-        raise AnnotationsRejected(rejected)
+        raise AnnotationsRejected(rejected, units)
     return Annotations(
         gold=pl.DataFrame(gold_rows, schema=GOLD_SCHEMA),
         rankings=pl.DataFrame(ranking_rows, schema=RANKING_SCHEMA),

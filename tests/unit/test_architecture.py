@@ -24,11 +24,23 @@ LAYERS: dict[str, int] = {
     "training": 7,
     "evaluation": 8,
     "lineage": 9,
+    "annotation": 9,
     "tools": 10,
     "commands": 11,
     "cli": 11,
 }
-STAGES = ("data", "policy", "generation", "labeling", "rewards", "pairs", "training", "evaluation", "lineage")
+STAGES = (
+    "data",
+    "policy",
+    "generation",
+    "labeling",
+    "rewards",
+    "pairs",
+    "training",
+    "evaluation",
+    "lineage",
+    "annotation",
+)
 # What a recipe is made of, so config may import it: the registries' name tables and the labeling-function
 # declarations. They import only the foundation and each other.
 DECLARATIONS = {

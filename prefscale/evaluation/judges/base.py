@@ -16,10 +16,14 @@ The judges (the recipe's `evaluation.judges`):
 - `pairrm`: PairRM through llm-blender (`prefscale.rewards.pairrm`): preference = 1 + sigmoid(M[model, ref] -
   M[ref, model]), the order-balanced P(model beats reference). `tiny` is a random offline ranker: a code path.
 - `local_llm`: a causal LM from any `from_pretrained` folder asked "Which response is better, A or B?"; P(A) vs
-  P(B) from the next-token logits, asked in both orders and averaged to cancel position bias.
+  P(B) from the next-token logits, asked in both orders and averaged to cancel position bias; the team's
+  written criteria (`evaluation.judge_criteria`) come before the question when set.
 - `alpaca_eval_gpt4_turbo`: the official AlpacaEval 2.0 judge (`weighted_alpaca_eval_gpt4_turbo` by default)
   through `alpaca_eval.annotators.PairwiseAnnotator`; needs `OPENAI_API_KEY` (checked when the judge is made,
   before any work) and honours `OPENAI_BASE_URL` / `OPENAI_API_BASE` for an OpenAI-compatible server.
+
+- `sme`: subject-matter experts' blind pairwise votes from the annotation tool (`prefscale.annotation`); a pair
+  nobody voted on has no preference and is left out of the metrics.
 
 `judge_metrics` computes the leaderboard numbers of one judge's annotations with alpaca_eval's own functions
 (`prefscale.evaluation.alpaca_metrics.compute_metrics`) and converts the rates to the warehouse's 0-1 scale.
@@ -69,6 +73,7 @@ JUDGE_LABELS = {
     "pairrm": "pairrm",
     "local_llm": "local_llm",
     "alpaca_eval_gpt4_turbo": "alpaca_eval_gpt4_turbo",
+    "sme": "sme",
 }
 
 log = logging.getLogger(__name__)
@@ -114,6 +119,7 @@ class JudgeContext:
     compute: Any = None
     cache_dir: Path | None = None
     local_llm_model: str | Path | None = None
+    sme_votes: Any = None  # polars frame of the SMEs' pairwise votes (judges.sme.VOTE_SCHEMA)
 
 
 class Judge:

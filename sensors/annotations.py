@@ -76,6 +76,17 @@ def _affected(record: dg.EventLogRecord, key: str = "affected_iterations") -> li
     return [str(k) for k in raw or []]
 
 
+def _rerun(latest: dg.EventLogRecord, partition: str, asset: dg.AssetKey, why: str) -> dg.RunRequest:
+    """Re-run one asset of an iteration after the `sme_annotations` materialization `latest` (one run key each)."""
+    return dg.RunRequest(
+        run_key=f"{why}-{latest.storage_id}-iteration-{partition}",
+        job_name=alignment_iteration_job.name,
+        partition_key=partition,
+        asset_selection=[asset],
+        tags={"prefscale/trigger": "sme_annotations_sensor", "prefscale/gold_event": str(latest.storage_id)},
+    )
+
+
 def annotations_decision(
     instance: dg.DagsterInstance,
     folder: Path,
@@ -103,34 +114,10 @@ def annotations_decision(
             labeled = set(instance.get_materialized_partitions(LF_VOTES))
             affected = [k for k in _affected(latest) if k in partition_keys]
             todo = [k for k in affected if k in labeled]
-            for k in todo:
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"gold-{latest.storage_id}-iteration-{k}",
-                        job_name=alignment_iteration_job.name,
-                        partition_key=k,
-                        asset_selection=[QUALITY_LABELS],
-                        tags={
-                            "prefscale/trigger": "sme_annotations_sensor",
-                            "prefscale/gold_event": str(latest.storage_id),
-                        },
-                    )
-                )
+            requests += [_rerun(latest, k, QUALITY_LABELS, "gold") for k in todo]
             judged = set(instance.get_materialized_partitions(ALPACA_EVAL_RESULTS))
             rejudge = [k for k in _affected(latest, "votes_changed_iterations") if k in judged]
-            for k in rejudge:
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"votes-{latest.storage_id}-iteration-{k}",
-                        job_name=alignment_iteration_job.name,
-                        partition_key=k,
-                        asset_selection=[ALPACA_EVAL_RESULTS],
-                        tags={
-                            "prefscale/trigger": "sme_annotations_sensor",
-                            "prefscale/gold_event": str(latest.storage_id),
-                        },
-                    )
-                )
+            requests += [_rerun(latest, k, ALPACA_EVAL_RESULTS, "votes") for k in rejudge]
             if rejudge:
                 notes.append(f"SME votes changed for iterations {rejudge}; re-judging them")
             skipped = sorted(set(affected) - set(todo), key=int)

@@ -23,6 +23,9 @@ def _run(args: argparse.Namespace) -> int:
     from prefscale.config.recipe import load_recipe  # lazy: CLI start-up
     from prefscale.storage import default_home  # lazy: CLI start-up
 
+    if not 1 <= args.port <= 65535:
+        print(f"error: --port must be 1..65535, got {args.port}", file=sys.stderr)
+        return 2
     try:
         n = load_recipe(args.recipe).generation.num_candidates
     except (RecipeError, FileNotFoundError, ValueError) as e:

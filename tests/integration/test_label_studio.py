@@ -121,27 +121,23 @@ def test_smes_rank_and_vote_in_label_studio(sme_home, label_studio, tmp_path):
 
     # 1. annotation_tasks pushes the uncertain prompts, idempotently
     run_config = {"ops": {"annotation_tasks": {"config": {"tasks": 3, "random_share": 0.34}}}}
-    first = dg.materialize(
-        p.assets,
-        selection=["annotation_tasks"],
-        partition_key="1",
-        resources=p.resources,
-        instance=p.instance,
-        run_config=run_config,
-    )
-    assert first.success
+
+    def push() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            p.assets,
+            selection=["annotation_tasks"],
+            partition_key="1",
+            resources=p.resources,
+            instance=p.instance,
+            run_config=run_config,
+        )
+
+    assert push().success
     project = _project(client, RANKING_PROJECT)
     tasks = list(client.tasks(project))
     assert len(tasks) == 3
     assert sorted(t["data"]["reason"] for t in tasks) == ["random", "uncertain", "uncertain"]
-    again = dg.materialize(
-        p.assets,
-        selection=["annotation_tasks"],
-        partition_key="1",
-        resources=p.resources,
-        instance=p.instance,
-        run_config=run_config,
-    )
+    again = push()
     assert again.success
     assert len(list(client.tasks(project))) == 3  # no duplicate task
     meta = again.asset_materializations_for_node("annotation_tasks")[0].metadata

@@ -194,3 +194,31 @@ def test_sensor_is_registered_against_both_jobs():
         sme_annotations_job.name,
         alignment_iteration_job.name,
     }
+
+
+def test_sensor_ingests_tool_annotations_and_rejudges_changed_votes(instance, tmp_path):
+    folder = tmp_path / "annotations"
+    first = annotations_decision(instance, folder, None, KEYS, tool="digest-a")
+    (req,) = first.run_requests  # new annotations in Label Studio, no files: the same ingestion run
+    assert req.job_name == sme_annotations_job.name and json.loads(first.cursor)["tool"] == "digest-a"
+    assert not annotations_decision(instance, folder, first.cursor, KEYS, tool="digest-a").run_requests
+    unread = annotations_decision(
+        instance, folder, first.cursor, KEYS, tool=None
+    )  # the tool could not be read
+    assert not unread.run_requests and json.loads(unread.cursor)["tool"] == "digest-a"
+    (req,) = annotations_decision(instance, folder, first.cursor, KEYS, tool="digest-b").run_requests
+    assert req.job_name == sme_annotations_job.name and req.run_key != first.run_requests[0].run_key
+    # the ingestion changed iteration 2's votes: its alpaca_eval_results (materialized) is judged again
+    record_materialization(instance, "alpaca_eval_results", "2")
+    sid = record_materialization(
+        instance,
+        "sme_annotations",
+        metadata={"affected_iterations": [], "votes_changed_iterations": ["2", "3"]},
+    )
+    rejudge = annotations_decision(instance, folder, first.cursor, KEYS, tool="digest-a")
+    (req,) = rejudge.run_requests
+    assert (req.partition_key, req.asset_selection, req.run_key) == (
+        "2",
+        [dg.AssetKey("alpaca_eval_results")],
+        f"votes-{sid}-iteration-2",
+    )

@@ -48,8 +48,7 @@ def _push(label_studio: LabelStudioResource, title: str, config_xml: str, tasks:
         project = client.ensure_project(
             title, config_xml, "Tasks pushed by prefscale; do not edit their data."
         )
-        have = client.task_keys(project)
-        client.push_new(project, tasks)
+        new = set(client.push_new(project, tasks))
     except LabelStudioError as e:
         raise dg.Failure(description=f"could not push to Label Studio: {e}") from None
     keys = [t["data"][KEY_FIELD] for t in tasks]
@@ -57,7 +56,7 @@ def _push(label_studio: LabelStudioResource, title: str, config_xml: str, tasks:
         {
             "task_key": keys,
             "prompt_id": [t["data"]["prompt_id"] for t in tasks],
-            "new": [k not in have for k in keys],
+            "new": [k in new for k in keys],
         },
         schema=PUSHED_SCHEMA,
     )

@@ -141,16 +141,17 @@ class LabelStudio:
         data = self.request("POST", f"/api/projects/{project}/import", json=list(tasks))
         return int(data.get("task_count", len(tasks)))
 
-    def push_new(self, project: int, tasks: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Import only the tasks whose `prefscale_key` the project lacks: (pushed, already there)."""
-        have = self.task_keys(project)
-        new, seen = [], set(have)
+    def push_new(self, project: int, tasks: Sequence[dict[str, Any]]) -> list[str]:
+        """Import only the tasks whose `prefscale_key` the project lacks; the keys imported."""
+        seen = self.task_keys(project)
+        new = []
         for t in tasks:
             key = str(t["data"][KEY_FIELD])
             if key not in seen:
                 seen.add(key)
                 new.append(t)
-        return self.import_tasks(project, new), len(tasks) - len(new)
+        self.import_tasks(project, new)
+        return [str(t["data"][KEY_FIELD]) for t in new]
 
     def annotate(self, task: int, result: list[dict[str, Any]]) -> int:
         """Submit an annotation to a task as the key's user (what the labeling screen does); its id."""

@@ -87,13 +87,12 @@ def select_prompts(
     n: int,
     random_share: float = 0.2,
     seed: int = 0,
-    exclude: Iterable[str] = (),
 ) -> pl.DataFrame:
     """The `n` prompts SMEs should rank (`SELECTION_SCHEMA`), most uncertain first, then the random share.
 
     `candidates`: candidate_id, prompt_id; `labels`: candidate_id, p_high (quality_labels); `votes`: the LF vote
-    matrix (candidate_id + one column per LF: 1 high, 0 low, -1 abstain), or None. `exclude`: prompts already
-    pushed, never chosen again."""
+    matrix (candidate_id + one column per LF: 1 high, 0 low, -1 abstain), or None. The same inputs select the
+    same prompts."""
     if n < 1:
         raise ValueError(f"tasks per iteration must be >= 1, got {n}")
     if not 0.0 <= random_share <= 1.0:
@@ -111,7 +110,6 @@ def select_prompts(
             (1.0 - (2.0 * pl.col("p_high").fill_null(0.5) - 1.0).abs()).mean().alias("uncertainty"),
             pl.col("conflict").fill_null(0.0).mean().alias("conflict"),
         )
-        .filter(~pl.col("prompt_id").is_in(list(exclude)))
         .with_columns((pl.col("uncertainty") + pl.col("conflict")).alias("score"))
         .sort(["score", "prompt_id"], descending=[True, False])
     )

@@ -59,6 +59,7 @@ RANKING_SCHEMA = {
     "iteration": pl.String,
     "ranking": pl.List(pl.String),
     "annotator": pl.String,
+    "note": pl.String,  # the SME's reason, when given
     "file": pl.String,
     "line": pl.Int32,
 }
@@ -363,6 +364,7 @@ def load_annotations(
             if ok:
                 f_rank.append(
                     {"prompt_id": pid, "iteration": it, "ranking": order, "annotator": annotator}
+                    | {"note": _text_field(rec, "note")}
                     | {"file": source.name, "line": n}
                 )
         if problems:

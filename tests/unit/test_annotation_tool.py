@@ -103,9 +103,11 @@ def test_rankings_become_gold_with_marks_and_agreement():
     assert agreement.height == 1 and 0 < agreement["kendall_tau"][0] < 1
 
     source = AnnotationSource("label-studio:rank", records, problems, "sha", unit="task")
-    gold = load_annotations(
+    ann = load_annotations(
         _empty_folder(), cands.with_columns(pl.lit("1").alias("iteration")), {"1": "v1"}, [source]
-    ).gold
+    )
+    gold = ann.gold
+    assert ann.rankings["note"].to_list() == ["ana@x: too long"]  # the SME's reason is kept
     labels = dict(zip(gold["candidate_id"], gold["label"], strict=True))
     # mean places: p1-2 0, p1-0 1.5, p1-3 1.5, p1-1 3; p1-0 comes 2nd (high) but an SME marked it low
     assert labels == {"p1-2": 1, "p1-0": 0, "p1-3": 0, "p1-1": 0}

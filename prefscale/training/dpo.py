@@ -168,13 +168,35 @@ def last_complete_checkpoint(work_dir: Path) -> Path | None:
     return None
 
 
+def trainer_plumbing(
+    work_dir: Path, compute: Compute, seed: int, save_steps: int | None, save_total_limit: int | None
+) -> dict[str, Any]:
+    """The TrainingArguments every trainer here shares: device and dtype, a log line per step, resumable
+    checkpoints every `save_steps` (None: none), no reporting, seeds, no progress bar, no dataloader workers."""
+    saving = save_steps is not None
+    return dict(
+        output_dir=str(work_dir),
+        bf16=compute.bf16,
+        use_cpu=compute.device == "cpu",
+        logging_steps=1,
+        save_strategy="steps" if saving else "no",
+        save_steps=save_steps if saving else 500,
+        save_total_limit=save_total_limit if saving else None,
+        save_only_model=False,  # optimizer, scheduler and RNG state too: needed to resume exactly
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
 def build_dpo_config(settings: DPOSettings, work_dir: Path, compute: Compute, seed: int) -> Any:
     """TRL's `DPOConfig` for `settings`: one recipe key per DPOConfig field, plus the fixed plumbing."""
     from trl import DPOConfig
 
-    saving = settings.save_steps is not None
     return DPOConfig(
-        output_dir=str(work_dir),
+        **trainer_plumbing(work_dir, compute, seed, settings.save_steps, settings.save_total_limit),
         loss_type=[settings.loss_type, *(["sft"] if settings.sft_weight else [])],
         loss_weights=[1.0, settings.sft_weight] if settings.sft_weight else None,
         beta=settings.beta,
@@ -188,18 +210,6 @@ def build_dpo_config(settings: DPOSettings, work_dir: Path, compute: Compute, se
         max_length=settings.max_length,
         gradient_checkpointing=settings.gradient_checkpointing,
         precompute_ref_log_probs=settings.precompute_ref_log_probs,
-        bf16=compute.bf16,
-        use_cpu=compute.device == "cpu",
-        logging_steps=1,
-        save_strategy="steps" if saving else "no",
-        save_steps=settings.save_steps if saving else 500,
-        save_total_limit=settings.save_total_limit if saving else None,
-        save_only_model=False,  # optimizer, scheduler and RNG state too: needed to resume exactly
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
 
 

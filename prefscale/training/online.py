@@ -31,6 +31,7 @@ from prefscale.training.dpo import (
     progress_callback,
     save_trained,
     train_resumably,
+    trainer_plumbing,
     training_report,
 )
 
@@ -61,9 +62,8 @@ def build_online_config(
         raise ValueError(f"unknown online method {method!r}; known: {', '.join(ONLINE_METHODS)}")
     from trl import GRPOConfig, RLOOConfig
 
-    saving = settings.save_steps is not None
     common: dict[str, Any] = dict(
-        output_dir=str(work_dir),
+        **trainer_plumbing(work_dir, compute, seed, settings.save_steps, settings.save_total_limit),
         beta=settings.beta,
         num_generations=settings.num_generations,
         per_device_train_batch_size=settings.per_device_train_batch_size,
@@ -77,18 +77,6 @@ def build_online_config(
         top_p=settings.top_p,
         epsilon=settings.epsilon,
         mask_truncated_completions=settings.mask_truncated_completions,
-        bf16=compute.bf16,
-        use_cpu=compute.device == "cpu",
-        logging_steps=1,
-        save_strategy="steps" if saving else "no",
-        save_steps=settings.save_steps if saving else 500,
-        save_total_limit=settings.save_total_limit if saving else None,
-        save_only_model=False,
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
         gradient_checkpointing=False,
     )
     if method == "grpo":

@@ -233,25 +233,14 @@ def _run(args: argparse.Namespace) -> int:
         )
         if not _is_main_rank():
             return 0
-        report.write(report_path)
-        summary = {
-            "steps": report.steps,
-            "steps_run": report.steps_run,
-            "resumed_from_step": report.resumed_from_step,
-            "world_size": report.world_size,
-            "distributed_type": report.distributed_type,
-            "train_seconds": round(report.seconds, 3),
-            **{f"final_{k.replace('/', '_')}": round(v, 6) for k, v in report.final.items()},
-        }
-        if pipes is not None:
-            pipes.report_asset_materialization(
-                metadata={
-                    **summary,
-                    "device": compute.describe(),
-                    "resumed_from": resumed[0] if resumed else "",
-                    "report": {"raw_value": str(report_path), "type": "path"},
-                }
-            )
+        summary = finish_training(
+            report,
+            report_path,
+            pipes,
+            compute,
+            {"world_size": report.world_size, "distributed_type": report.distributed_type},
+            {"resumed_from": resumed[0] if resumed else ""},
+        )
     if args.json:
         print(json.dumps({**summary, "out": str(out), "report": str(report_path)}), flush=True)
     else:
@@ -262,6 +251,37 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
     return 0
+
+
+def finish_training(
+    report: Any,
+    report_path: Path,
+    pipes: Any | None,
+    compute: Any,
+    extra: dict[str, Any],
+    pipes_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the training report, and report its summary (steps, resumption, seconds, final metrics, plus `extra`)
+    through Dagster Pipes when launched by it, with the device, the report's path and `pipes_extra`; the summary."""
+    report.write(report_path)
+    summary = {
+        "steps": report.steps,
+        "steps_run": report.steps_run,
+        "resumed_from_step": report.resumed_from_step,
+        **extra,
+        "train_seconds": round(report.seconds, 3),
+        **{f"final_{k.replace('/', '_')}": round(v, 6) for k, v in report.final.items()},
+    }
+    if pipes is not None:
+        pipes.report_asset_materialization(
+            metadata={
+                **summary,
+                "device": compute.describe(),
+                **(pipes_extra or {}),
+                "report": {"raw_value": str(report_path), "type": "path"},
+            }
+        )
+    return summary
 
 
 def reporting_bad_input(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

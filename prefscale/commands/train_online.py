@@ -25,6 +25,7 @@ from prefscale.commands.train import (
     _is_main_rank,
     _quiet,
     _step_callback,
+    finish_training,
     pipes_session,
     reporting_bad_input,
     work_dir_lock,
@@ -121,23 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if not _is_main_rank():
             return 0
-        report.write(report_path)
-        summary = {
-            "method": args.method,
-            "steps": report.steps,
-            "steps_run": report.steps_run,
-            "resumed_from_step": report.resumed_from_step,
-            "train_seconds": round(report.seconds, 3),
-            **{f"final_{k.replace('/', '_')}": round(v, 6) for k, v in report.final.items()},
-        }
-        if pipes is not None:
-            pipes.report_asset_materialization(
-                metadata={
-                    **summary,
-                    "device": compute.describe(),
-                    "report": {"raw_value": str(report_path), "type": "path"},
-                }
-            )
+        summary = finish_training(report, report_path, pipes, compute, {"method": args.method})
     if args.json:
         print(json.dumps({**summary, "out": str(out), "report": str(report_path)}), flush=True)
     else:

@@ -3,8 +3,10 @@ and, when LABEL_STUDIO_API_KEY is set, from Label Studio (rankings, and the blin
 
 Every file and the tool's ranking project are parsed and validated against the candidates of every iteration
 (`prefscale.labeling.gold`). One bad file or annotation fails the asset with its problems listed by line or task
-id, and nothing is published: the current gold stays as it was. `sensors.annotations.sme_annotations_sensor` requests this asset when the files change, then
-re-runs `quality_labels` for the iterations whose gold changed (`affected_iterations` in the metadata).
+id, and nothing is published: the current gold stays as it was. `sensors.annotations.sme_annotations_sensor`
+requests this asset when the files or the tool's annotations change, then re-runs `quality_labels` for the
+iterations whose gold changed (`affected_iterations` in the metadata) and `alpaca_eval_results` for those whose
+votes changed (`votes_changed_iterations`).
 """
 
 import json

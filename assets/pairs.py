@@ -9,7 +9,7 @@ from assets.rewards import REWARD_SCORES
 from prefscale.artifacts import CHOSEN_DIFFERS_FROM_REJECTED, MARGINS_POSITIVE, PAIRS_REFERENCE_CANDIDATES
 from prefscale.pairs.checks import non_positive_margins, unknown_candidate_refs
 from prefscale.pairs.length import describe_length_control
-from prefscale.pairs.selection import DROP_REASONS, select_pairs
+from prefscale.pairs.selection import DROP_REASONS, base_length_anchor, select_pairs
 from prefscale.policy.chat import system_params
 from prefscale.report import markdown_table
 from resources import RecipeResource, StorageResource
@@ -71,9 +71,15 @@ def preference_pairs(
     )
     cands = store.read_frame(CANDIDATES.path[-1], str(i))
     rewards = store.read_frame(REWARD_SCORES.path[-1], str(i))
-    sel = select_pairs(
-        cands, rewards, **r.pairs.selection_options(), seed=r.seed + i, system=r.policy.system_prompt
-    )
+    anchor, base_refs = None, []
+    if r.pairs.length_control == "anchored" and i > 1:  # the base's candidates: iteration 1's
+        base_refs = [store.current(a.path[-1], "1") for a in (CANDIDATES, REWARD_SCORES)]
+        base = [store.read_frame(a.path[-1], "1") for a in (CANDIDATES, REWARD_SCORES)]
+        anchor = base_length_anchor(*base, unfinished_is_worst=r.pairs.unfinished_is_worst)
+    opts = {**r.pairs.selection_options(), "length_anchor": anchor, "seed": r.seed + i}
+    sel = select_pairs(cands, rewards, **opts, system=r.policy.system_prompt)
+    note = describe_length_control(r.pairs.length_control, sel.length_slope, sel.length_anchor)
+    anchor_log_chars = sel.length_anchor.log_chars if sel.length_anchor else None
     if sel.pairs.height == 0:
         raise dg.Failure(
             f"iteration {i}: no preference pairs survived selection ({sel.dropped.height} prompts dropped)"
@@ -82,12 +88,13 @@ def preference_pairs(
         PREFERENCE_PAIRS.path[-1],
         str(i),
         {"data": sel.pairs, "dropped": sel.dropped},
-        inputs=[cands_ref, rewards_ref],
+        inputs=[cands_ref, rewards_ref, *base_refs],
         params={
             **r.pairs.model_dump(mode="json"),
             "seed": r.seed + i,
             "length_slope_removed": sel.length_slope,
-            "length_control_note": describe_length_control(r.pairs.length_control, sel.length_slope),
+            "length_anchor_log_chars": anchor_log_chars,
+            "length_control_note": note,
             **system_params(r.policy.system_prompt),
         },
     )
@@ -126,13 +133,14 @@ def preference_pairs(
         unfinished_is_worst=r.pairs.unfinished_is_worst,
         length_penalty=r.pairs.length_penalty,
         length_slope=sel.length_slope,
+        length_anchor=anchor_log_chars,
     )
     bad_refs = unknown_candidate_refs(p, cands)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": p.height,
             "strategy": r.pairs.strategy,
-            "length_control": describe_length_control(r.pairs.length_control, sel.length_slope),
+            "length_control": note,
             "length_slope_removed": round(sel.length_slope, 6),
             "reward_source": ", ".join(sources),
             "prompts": n_prompts,

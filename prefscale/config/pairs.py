@@ -38,21 +38,24 @@ class PairsConfig(_Strict):
         description="length_penalized only: rank by reward minus this times the response length in characters",
     )
 
-    length_control: Literal["none", "regress"] = Field(
+    length_control: Literal["none", "regress", "anchored"] = Field(
         default="none",
         description="none: rank candidates by their reward; regress (any strategy): by the reward less its "
         "learned length trend, reward - slope·(log(1+chars) - mean), the least-squares slope of the reward on "
         "log(1+chars) fitted over the iteration's candidates (the finished ones when unfinished_is_worst), so the "
         "chosen reply is not picked for being longer. Only a positive slope is removed (a reward that prefers "
-        "shorter replies is left as is); the slope is recorded in the pairs' manifest and metadata. Not with "
-        "length_penalty",
+        "shorter replies is left as is); the slope is recorded in the pairs' manifest and metadata. anchored: "
+        "the same slope, fitted once on the first iteration's candidates (the base policy's replies) and charged "
+        "only for length beyond their mean log length, reward - slope·max(0, log(1+chars) - anchor): later "
+        "iterations keep the base's slope and anchor, so a reply as long as the base's costs nothing and the "
+        "penalty neither grows replies nor shrinks them below the base's. Not with length_penalty",
     )
 
     length_control_strength: float = Field(
         default=1.0,
         gt=0,
         le=1,
-        description="regress only: the share of the fitted length slope removed, in (0, 1] (1: all of it; 0.5: "
+        description="regress or anchored: the share of the fitted length slope removed, in (0, 1] (1: all of it; 0.5: "
         "half, so a reward that partly rewards detail keeps half of its length trend)",
     )
 
@@ -93,6 +96,6 @@ class PairsConfig(_Strict):
         if self.length_control_strength != 1.0 and self.length_control == "none":
             raise ValueError(
                 f"pairs.length_control_strength: {self.length_control_strength} is only used with "
-                "pairs.length_control: regress"
+                "pairs.length_control: regress or anchored"
             )
         return self

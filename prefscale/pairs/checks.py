@@ -18,13 +18,15 @@ def non_positive_margins(
     unfinished_is_worst: bool = False,
     length_penalty: float = 0.0,
     length_slope: float = 0.0,
+    length_anchor: float | None = None,
 ) -> pl.DataFrame:
     """Pairs whose chosen side is not ranked above the rejected one: `prompt_id, margin, key_margin`.
 
     `margin` is the raw reward difference. Pair selection ranks by a key (`prefscale.pairs`): the reward, minus
     `UNFINISHED_PENALTY` for a response cut at the token limit when `unfinished_is_worst`, minus
     `length_penalty` × its length (`length_penalized`), minus `length_slope` × its log(1 + characters)
-    (`length_control: regress`: `PairSelection.length_slope`). So a finished response may be chosen over an
+    (`length_control: regress`: `PairSelection.length_slope`), or with `length_anchor` (`anchored`: the
+    `LengthAnchor.log_chars`) `length_slope` × the part of it above the anchor. So a finished response may be chosen over an
     unfinished one, or a shorter one over a longer one, with a higher raw reward. `key_margin` is the margin on
     that key; it must be > 0 (NaN fails). Each side's finish reason comes from `candidates` when given, else the
     rejected side's from the pairs' `rejected_unfinished` (and the chosen side counts as finished).
@@ -57,6 +59,8 @@ def non_positive_margins(
             s: pl.col(s).list.last().struct.field("content").str.len_chars().cast(pl.Float64).log1p()
             for s in ("chosen", "rejected")
         }
+        if length_anchor is not None:
+            log_len = {s: (e - length_anchor).clip(lower_bound=0.0) for s, e in log_len.items()}
         key = key - length_slope * (log_len["chosen"] - log_len["rejected"])
     return (
         df.with_columns(key.alias("key_margin"))

@@ -6,7 +6,11 @@ and with `length_control="regress"` (any strategy) minus `slope` × (log(1 + cha
 the reward gains per log-char, fitted by least squares over the candidates of the call (`pairs/length.py`): over
 the finished ones when `unfinished_is_worst` (the others rank last whatever their reward), else over all. Only a
 positive slope is removed (times `length_control_strength`, the share removed): a reward that prefers shorter
-replies is left as is. The slope removed is returned as `PairSelection.length_slope` (0.0 when nothing was).
+replies is left as is. With `length_control="anchored"` the key is the reward minus `slope` ×
+max(0, log(1 + characters) − anchor), the slope and anchor a `LengthAnchor` fitted once on the base policy's
+candidates (given as `length_anchor`; fitted on this call's candidates when not given, as for the first
+iteration). The slope removed is returned as `PairSelection.length_slope` (0.0 when nothing was), and the anchor
+as `PairSelection.length_anchor`.
 
 | strategy | chosen | rejected |
 |---|---|---|
@@ -32,7 +36,7 @@ from typing import Any
 
 import polars as pl
 
-from prefscale.pairs.length import LENGTH_CONTROLS, length_slope
+from prefscale.pairs.length import LENGTH_CONTROLS, LengthAnchor, fit_length_anchor, length_slope
 from prefscale.pairs.registry import PAIR_STRATEGIES
 from prefscale.pairs.strategies import (
     BELOW_MIN_MARGIN,
@@ -76,7 +80,8 @@ DROPPED_SCHEMA = {"prompt_id": pl.String, "reason": pl.String}
 class PairSelection:
     pairs: pl.DataFrame
     dropped: pl.DataFrame  # prompt_id, reason
-    length_slope: float = 0.0  # reward per log-char removed from the ranking key (length_control="regress")
+    length_slope: float = 0.0  # reward per log-char removed from the ranking key (regress, anchored)
+    length_anchor: LengthAnchor | None = None  # anchored only: the base's slope and mean log length
 
 
 def select_pairs(
@@ -90,6 +95,7 @@ def select_pairs(
     length_control: str = "none",
     length_control_strength: float = 1.0,
     max_length_ratio: float = 1.25,
+    length_anchor: LengthAnchor | None = None,
     seed: int = 0,
     system: str | None = None,
 ) -> PairSelection:
@@ -97,7 +103,8 @@ def select_pairs(
 
     `length_penalty` (λ, per character) is used by `length_penalized` only and must stay 0 with the others.
     `length_control` (`none` or `regress`) removes the reward's learned length slope from the key, any strategy;
-    `length_control_strength` (in (0, 1]) is the share of that slope removed. `max_length_ratio` (>= 1) bounds
+    `length_control_strength` (in (0, 1]) is the share of that slope removed. `length_anchor` (`anchored` only)
+    is the base's fitted `LengthAnchor`; without it the anchor is fitted here. `max_length_ratio` (>= 1) bounds
     how much longer one side of a `length_matched` pair may be than the other.
     `seed` drives `random_pair` and `best_vs_random`; the other strategies are deterministic without it.
     `system` (the recipe's `policy.system_prompt`) opens each pair's `prompt` messages, as the candidates saw it.
@@ -115,6 +122,8 @@ def select_pairs(
         raise ValueError(f"max_length_ratio must be >= 1, got {max_length_ratio}")
     if not 0 < length_control_strength <= 1:
         raise ValueError(f"length_control_strength must be in (0, 1], got {length_control_strength}")
+    if length_anchor is not None and length_control != "anchored":
+        raise ValueError(f"length_anchor is only used with length_control 'anchored', not {length_control!r}")
     df = candidates.join(rewards.select("candidate_id", "reward"), on="candidate_id", how="inner")
     if df.height != candidates.height:
         raise ValueError(f"{candidates.height - df.height} candidates have no reward score")
@@ -125,14 +134,17 @@ def select_pairs(
     if length_penalty:
         key = key - length_penalty * length
     df = df.with_columns(length.alias("_len"))
-    slope = (
-        length_control_strength * _fitted_slope(df, unfinished_is_worst)
-        if length_control == "regress"
-        else 0.0
-    )
-    if slope:
-        log_len = pl.col("_len").cast(pl.Float64).log1p()
-        key = key - slope * (log_len - log_len.mean())
+    log_len = pl.col("_len").cast(pl.Float64).log1p()
+    slope, anchor = 0.0, None
+    if length_control == "regress":
+        slope = length_control_strength * _fitted_slope(df, unfinished_is_worst)
+        if slope:
+            key = key - slope * (log_len - log_len.mean())
+    elif length_control == "anchored":
+        anchor = length_anchor or _fitted_anchor(df, unfinished_is_worst)
+        slope = length_control_strength * anchor.slope
+        if slope:
+            key = key - slope * (log_len - anchor.log_chars).clip(lower_bound=0.0)
     df = df.with_columns(key.alias("_key"))
     # One sort for all prompts (by prompt, then best key first, ties to the lower sample_idx) and one pass over
     # the rows: per-prompt frames cost more than the strategies themselves at a million candidates.
@@ -150,13 +162,39 @@ def select_pairs(
         pairs=_pairs_frame(pairs, system),
         dropped=pl.DataFrame(dropped, schema=DROPPED_SCHEMA, orient="row"),
         length_slope=slope,
+        length_anchor=anchor,
     )
+
+
+def base_length_anchor(
+    candidates: pl.DataFrame, rewards: pl.DataFrame, *, unfinished_is_worst: bool = True
+) -> LengthAnchor:
+    """The `LengthAnchor` `anchored` keeps for later iterations, fitted on the base policy's scored candidates
+    (the first iteration's) as `select_pairs` fits it there."""
+    df = candidates.join(rewards.select("candidate_id", "reward"), on="candidate_id", how="inner")
+    if df.height == 0:
+        raise ValueError("cannot anchor length control: the base's candidates have no reward scores")
+    return _fitted_anchor(
+        df.with_columns(pl.col("response").str.len_chars().alias("_len")), unfinished_is_worst
+    )
+
+
+def _fitted_anchor(df: pl.DataFrame, unfinished_is_worst: bool) -> LengthAnchor:
+    """The `LengthAnchor` of the candidates ranked by their reward (all of them when every one was cut off)."""
+    fit = _fit_rows(df, unfinished_is_worst)
+    fit = fit if fit.height else df
+    return fit_length_anchor(fit["_len"].to_numpy(), fit["reward"].cast(pl.Float64).to_numpy())
 
 
 def _fitted_slope(df: pl.DataFrame, unfinished_is_worst: bool) -> float:
     """The positive part of the reward's slope on log(1 + chars), over the candidates ranked by their reward."""
-    fit = df.filter(pl.col("finish_reason").ne_missing("length")) if unfinished_is_worst else df
+    fit = _fit_rows(df, unfinished_is_worst)
     return max(0.0, length_slope(fit["_len"].to_numpy(), fit["reward"].cast(pl.Float64).to_numpy()))
+
+
+def _fit_rows(df: pl.DataFrame, unfinished_is_worst: bool) -> pl.DataFrame:
+    """The candidates a length fit reads: the finished ones when unfinished_is_worst (the others rank last)."""
+    return df.filter(pl.col("finish_reason").ne_missing("length")) if unfinished_is_worst else df
 
 
 def _by_prompt(ranked_all: pl.DataFrame) -> Iterator[tuple[str, list[dict[str, Any]]]]:

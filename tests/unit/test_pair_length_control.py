@@ -148,7 +148,7 @@ def test_recipe_rejects_regress_with_length_penalty_naming_both_keys():
 
 
 def test_recipe_rejects_an_unknown_length_control():
-    with pytest.raises(RecipeError, match=r"pairs\.length_control: Input should be 'none' or 'regress'"):
+    with pytest.raises(RecipeError, match=r"pairs\.length_control: Input should be 'none', 'regress' or 'anchored'"):
         load_recipe("embedded", {"pairs": {"length_control": "penalize"}})
 
 
@@ -171,7 +171,7 @@ def test_recipe_strength_needs_regress_and_reaches_select_pairs():
     assert set(r.pairs.selection_options()) <= set(select_pairs.__code__.co_varnames)
     with pytest.raises(
         RecipeError,
-        match=r"pairs\.length_control_strength: 0\.5 is only used with pairs\.length_control: regress",
+        match=r"pairs\.length_control_strength: 0\.5 is only used with pairs\.length_control: regress or anchored",
     ):
         load_recipe("embedded", {"pairs": {"length_control_strength": 0.5}})
     with pytest.raises(RecipeError, match=r"pairs\.length_control_strength"):

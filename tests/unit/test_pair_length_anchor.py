@@ -1,0 +1,103 @@
+"""`pairs.length_control: anchored`: the base's length slope, charged only for length beyond the base's mean."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from prefscale.config.base import RecipeError
+from prefscale.config.recipe import load_recipe
+from prefscale.pairs.checks import non_positive_margins
+from prefscale.pairs.length import LengthAnchor, describe_length_control, fit_length_anchor, length_slope
+from prefscale.pairs.selection import base_length_anchor, select_pairs
+from tests.unit.test_pair_length_control import length_driven
+from tests.unit.test_pair_strategies import frame
+
+
+def test_the_anchor_is_the_base_slope_and_mean_log_length():
+    cands, rewards = length_driven()
+    sel = select_pairs(cands, rewards, length_control="anchored")
+    chars = cands["response"].str.len_chars().to_numpy()
+    assert sel.length_anchor is not None
+    assert sel.length_anchor.slope == pytest.approx(length_slope(chars, rewards["reward"].to_numpy()))
+    assert sel.length_anchor.log_chars == pytest.approx(float(pl.Series(chars).log1p().mean()))
+    assert sel.length_slope == sel.length_anchor.slope > 0.2
+    # fitted from the base's frames alone, as later iterations read it
+    assert base_length_anchor(cands, rewards) == sel.length_anchor
+
+
+def test_no_penalty_below_the_anchor_so_saturated_rewards_do_not_shrink_replies():
+    # every reply scores the same: regress would pick the shortest; below the anchor, anchored keeps the tie rule
+    rows = [(f"p{p}", k, "y" * (20 + 10 * k), 0.9, "stop") for p in range(4) for k in range(4)]
+    cands, rewards = frame(rows)
+    rows2 = [(f"p{p}", k, "y" * (20 + 10 * k), 0.9 + 0.01 * k, "stop") for p in range(4) for k in range(4)]
+    cands2, rewards2 = frame(rows2)
+    high = LengthAnchor(slope=0.5, log_chars=math.log1p(1000))
+    off = select_pairs(cands2, rewards2)
+    anchored = select_pairs(cands2, rewards2, length_control="anchored", length_anchor=high)
+    regress = select_pairs(cands2, rewards2, length_control="regress")
+    assert anchored.pairs["chosen_id"].to_list() == off.pairs["chosen_id"].to_list()  # longest, best reward
+    assert anchored.length_slope == 0.5 and anchored.length_anchor == high
+    assert regress.length_slope > 0  # and regress charges the whole range
+    assert select_pairs(cands, rewards, length_control="anchored", length_anchor=high).pairs.is_empty()
+
+
+def test_length_beyond_the_anchor_is_charged_by_the_base_slope():
+    # 100/200/400/800 chars, reward 0.5/0.6/0.7/0.8; anchor 150 chars, slope 0.2: keys 0.5/0.543/0.505/0.466
+    rows = [(f"p{p}", k, "z" * (100 * 2**k), 0.5 + 0.1 * k, "stop") for p in range(3) for k in range(4)]
+    cands, rewards = frame(rows)
+    anchor = LengthAnchor(slope=0.2, log_chars=math.log1p(150))
+    sel = select_pairs(cands, rewards, length_control="anchored", length_anchor=anchor)
+    assert set(sel.pairs["chosen_id"].str.slice(-1)) == {"1"}
+    assert set(sel.pairs["rejected_id"].str.slice(-1)) == {"3"}  # the best raw reward, by length alone
+    assert (sel.pairs["margin"] < 0).all()
+    assert non_positive_margins(
+        sel.pairs, cands, length_slope=sel.length_slope, length_anchor=anchor.log_chars
+    ).is_empty()
+    half = select_pairs(
+        cands, rewards, length_control="anchored", length_anchor=anchor, length_control_strength=0.5
+    )
+    assert half.length_slope == pytest.approx(0.1)
+    assert set(half.pairs["chosen_id"].str.slice(-1)) == {"3"}  # 0.8 - 0.1·log(801/151) tops the rest
+
+
+def test_the_margin_check_needs_the_anchor():
+    # chosen 150 chars (0.5) over rejected 20 chars (0.4): both at or below the anchor, so nothing is charged
+    rows = [
+        (f"p{p}", k, "w" * n, r, "stop") for p in range(3) for k, (n, r) in enumerate([(20, 0.4), (150, 0.5)])
+    ]
+    cands, rewards = frame(rows)
+    anchor = LengthAnchor(slope=0.2, log_chars=math.log1p(150))
+    sel = select_pairs(cands, rewards, length_control="anchored", length_anchor=anchor)
+    assert set(sel.pairs["chosen_id"].str.slice(-1)) == {"1"}
+    assert non_positive_margins(
+        sel.pairs, cands, length_slope=sel.length_slope, length_anchor=anchor.log_chars
+    ).is_empty()
+    # charged on the whole length difference (0.2·log(151/21) = 0.39 > 0.1), the same pairs would fail the check
+    assert non_positive_margins(sel.pairs, cands, length_slope=sel.length_slope).height == 3
+
+
+def test_input_checks():
+    cands, rewards = length_driven(n_prompts=3)
+    with pytest.raises(ValueError, match=r"length_anchor is only used with length_control 'anchored'"):
+        select_pairs(cands, rewards, length_control="regress", length_anchor=LengthAnchor(0.1, 5.0))
+    with pytest.raises(ValueError, match=r"3 lengths but 2 rewards"):
+        fit_length_anchor([1, 2, 3], [0.1, 0.2])
+    with pytest.raises(ValueError, match=r"no candidate with a finite reward"):
+        fit_length_anchor([10, 20], [float("nan"), float("nan")])
+    with pytest.raises(ValueError, match=r"the base's candidates have no reward scores"):
+        base_length_anchor(cands, rewards.with_columns(pl.lit("other").alias("candidate_id")))
+    assert fit_length_anchor([10, 20, 30], [0.3, 0.2, 0.1]).slope == 0.0  # only a positive slope is charged
+
+
+def test_describe_and_recipe():
+    anchor = LengthAnchor(slope=0.3, log_chars=math.log1p(160))
+    assert describe_length_control("anchored", 0.3, anchor) == (
+        "length slope removed: 0.3000 per log-char beyond 160 chars (the base's mean)"
+    )
+    r = load_recipe("embedded", {"pairs": {"length_control": "anchored", "length_control_strength": 0.5}})
+    assert r.pairs.selection_options()["length_control"] == "anchored"
+    with pytest.raises(RecipeError, match=r"Input should be 'none', 'regress' or 'anchored'"):
+        load_recipe("embedded", {"pairs": {"length_control": "hinge"}})

@@ -148,7 +148,9 @@ def test_recipe_rejects_regress_with_length_penalty_naming_both_keys():
 
 
 def test_recipe_rejects_an_unknown_length_control():
-    with pytest.raises(RecipeError, match=r"pairs\.length_control: Input should be 'none', 'regress' or 'anchored'"):
+    with pytest.raises(
+        RecipeError, match=r"pairs\.length_control: Input should be 'none', 'regress' or 'anchored'"
+    ):
         load_recipe("embedded", {"pairs": {"length_control": "penalize"}})
 
 

@@ -38,7 +38,7 @@ class PairsConfig(_Strict):
         description="length_penalized only: rank by reward minus this times the response length in characters",
     )
 
-    length_control: Literal["none", "regress", "anchored"] = Field(
+    length_control: Literal["none", "regress", "anchored", "shorter_on_ties"] = Field(
         default="none",
         description="none: rank candidates by their reward; regress (any strategy): by the reward less its "
         "learned length trend, reward - slope·(log(1+chars) - mean), the least-squares slope of the reward on "
@@ -48,7 +48,10 @@ class PairsConfig(_Strict):
         "the same slope, fitted once on the first iteration's candidates (the base policy's replies) and charged "
         "only for length beyond their mean log length, reward - slope·max(0, log(1+chars) - anchor): later "
         "iterations keep the base's slope and anchor, so a reply as long as the base's costs nothing and the "
-        "penalty neither grows replies nor shrinks them below the base's. Not with length_penalty",
+        "penalty neither grows replies nor shrinks them below the base's. shorter_on_ties: rank by the reward, "
+        "and of candidates with the same reward (the same votes, for a label model) rank the shorter higher: the "
+        "chosen reply is the shortest of the best, the rejected the longest of the worst, and no reward is "
+        "traded for length. Not with length_penalty",
     )
 
     length_control_strength: float = Field(
@@ -93,7 +96,7 @@ class PairsConfig(_Strict):
             raise ValueError(
                 f"pairs.max_length_ratio is only used by strategy 'length_matched', not {self.strategy!r}"
             )
-        if self.length_control_strength != 1.0 and self.length_control == "none":
+        if self.length_control_strength != 1.0 and self.length_control in ("none", "shorter_on_ties"):
             raise ValueError(
                 f"pairs.length_control_strength: {self.length_control_strength} is only used with "
                 "pairs.length_control: regress or anchored"

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LENGTH_CONTROLS = ("none", "regress", "anchored")
+LENGTH_CONTROLS = ("none", "regress", "anchored", "shorter_on_ties")
 """`pairs.length_control` values: `none` ranks by the reward, `regress` by the reward less its learned length trend,
-`anchored` by the reward less the base's slope times the length beyond the base's mean."""
+`anchored` by the reward less the base's slope times the length beyond the base's mean, `shorter_on_ties` by the
+reward with its ties broken toward the shorter reply."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def describe_length_control(length_control: str, slope: float, anchor: LengthAnc
     length it is charged above, or `none`."""
     if length_control == "none":
         return "none"
+    if length_control == "shorter_on_ties":
+        return "ties on the reward go to the shorter reply"
     if slope <= 0:
         return "length slope removed: 0 (the reward does not rise with length)"
     above = f" beyond {anchor.chars:.0f} chars (the base's mean)" if anchor is not None else ""

@@ -10,7 +10,9 @@ replies is left as is. With `length_control="anchored"` the key is the reward mi
 max(0, log(1 + characters) − anchor), the slope and anchor a `LengthAnchor` fitted once on the base policy's
 candidates (given as `length_anchor`; fitted on this call's candidates when not given, as for the first
 iteration). The slope removed is returned as `PairSelection.length_slope` (0.0 when nothing was), and the anchor
-as `PairSelection.length_anchor`.
+as `PairSelection.length_anchor`. `length_control="shorter_on_ties"` keeps the key and breaks its ties by length:
+of candidates with the same key, the shorter ranks higher, so the chosen side is the shortest of the best and the
+rejected side the longest of the worst, and no pair trades reward for length.
 
 | strategy | chosen | rejected |
 |---|---|---|
@@ -21,7 +23,8 @@ as `PairSelection.length_anchor`.
 | `random_pair` (RLHFlow `random`) | the higher of a random pair at least `min_margin` apart | the lower one |
 | `length_matched` | the higher of the widest-margin pair whose lengths are within `max_length_ratio` | the lower one |
 
-Ties on the key go to the lower `sample_idx` for chosen and the higher for rejected. Random draws are seeded per
+Ties on the key go to the lower `sample_idx` for chosen and the higher for rejected (with `shorter_on_ties`, to the
+shorter response for chosen and the longer for rejected first). Random draws are seeded per
 prompt from `seed` and the prompt id, so a selection does not depend on row order or on the other prompts.
 Every strategy drops a prompt whose candidates are all identical or whose best and worst keys are less than
 `min_margin` apart; `DROP_REASONS` lists each reason and the strategies that give it.
@@ -148,8 +151,9 @@ def select_pairs(
     df = df.with_columns(key.alias("_key"))
     # One sort for all prompts (by prompt, then best key first, ties to the lower sample_idx) and one pass over
     # the rows: per-prompt frames cost more than the strategies themselves at a million candidates.
+    by = ["prompt_id", "_key", *(["_len"] if length_control == "shorter_on_ties" else []), "sample_idx"]
     ranked_all = df.sort("prompt_id", "sample_idx").sort(
-        ["prompt_id", "_key", "sample_idx"], descending=[False, True, False], maintain_order=True
+        by, descending=[False, True, *[False] * (len(by) - 2)], maintain_order=True
     )
     pairs, dropped = [], []
     for pid, ranked in _by_prompt(ranked_all):

@@ -99,5 +99,29 @@ def test_describe_and_recipe():
     )
     r = load_recipe("embedded", {"pairs": {"length_control": "anchored", "length_control_strength": 0.5}})
     assert r.pairs.selection_options()["length_control"] == "anchored"
-    with pytest.raises(RecipeError, match=r"Input should be 'none', 'regress' or 'anchored'"):
+    with pytest.raises(
+        RecipeError, match=r"Input should be 'none', 'regress', 'anchored' or 'shorter_on_ties'"
+    ):
         load_recipe("embedded", {"pairs": {"length_control": "hinge"}})
+
+
+def test_shorter_on_ties_breaks_only_ties_by_length():
+    # per prompt: two best (0.9) of 60 and 30 chars, two worst (0.1) of 50 and 10 chars, one in between, longest
+    spec = [(60, 0.9), (30, 0.9), (50, 0.1), (10, 0.1), (500, 0.5)]
+    rows = [(f"p{p}", k, "v" * n, r, "stop") for p in range(3) for k, (n, r) in enumerate(spec)]
+    cands, rewards = frame(rows)
+    off = select_pairs(cands, rewards)
+    on = select_pairs(cands, rewards, length_control="shorter_on_ties")
+    assert set(off.pairs["chosen_id"].str.slice(-1)) == {"0"} and set(
+        off.pairs["rejected_id"].str.slice(-1)
+    ) == {"3"}
+    assert set(on.pairs["chosen_id"].str.slice(-1)) == {"1"} and set(
+        on.pairs["rejected_id"].str.slice(-1)
+    ) == {"3"}
+    assert on.pairs["margin"].to_list() == off.pairs["margin"].to_list()  # no reward traded for length
+    assert on.length_slope == 0.0 and on.length_anchor is None
+    assert describe_length_control("shorter_on_ties", 0.0) == "ties on the reward go to the shorter reply"
+    with pytest.raises(RecipeError, match=r"length_control_strength: 0\.5 is only used with"):
+        load_recipe(
+            "embedded", {"pairs": {"length_control": "shorter_on_ties", "length_control_strength": 0.5}}
+        )

@@ -149,7 +149,8 @@ def test_recipe_rejects_regress_with_length_penalty_naming_both_keys():
 
 def test_recipe_rejects_an_unknown_length_control():
     with pytest.raises(
-        RecipeError, match=r"pairs\.length_control: Input should be 'none', 'regress' or 'anchored'"
+        RecipeError,
+        match=r"pairs\.length_control: Input should be 'none', 'regress', 'anchored' or 'shorter_on_ties'",
     ):
         load_recipe("embedded", {"pairs": {"length_control": "penalize"}})
 

@@ -117,7 +117,7 @@ def test_shorter_on_ties_breaks_only_ties_by_length():
     ) == {"3"}
     assert set(on.pairs["chosen_id"].str.slice(-1)) == {"1"} and set(
         on.pairs["rejected_id"].str.slice(-1)
-    ) == {"3"}
+    ) == {"2"}
     assert on.pairs["margin"].to_list() == off.pairs["margin"].to_list()  # no reward traded for length
     assert on.length_slope == 0.0 and on.length_anchor is None
     assert describe_length_control("shorter_on_ties", 0.0) == "ties on the reward go to the shorter reply"

@@ -63,6 +63,15 @@ class DPOSettings(_Strict):
         'TRL `loss_type=[loss_type, "sft"]`, `loss_weights=[1, sft_weight]`); 0: plain DPO. It pulls a weak '
         "policy toward its best samples instead of only away from its worst",
     )
+    ld_alpha: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="length desensitization (LD-DPO, Liu et al. 2024; TRL `ld_alpha`): each response's "
+        "log-probability counts its tokens beyond the length it shares with the other response of its pair times "
+        "this, in [0, 1], so the longer side cannot win on extra tokens alone; null or 1: plain DPO, 0: only the "
+        "shared length counts",
+    )
     label_smoothing: float = Field(
         default=0.0,
         ge=0,

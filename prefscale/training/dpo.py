@@ -201,6 +201,7 @@ def build_dpo_config(settings: DPOSettings, work_dir: Path, compute: Compute, se
         loss_weights=[1.0, settings.sft_weight] if settings.sft_weight else None,
         beta=settings.beta,
         label_smoothing=settings.label_smoothing,
+        ld_alpha=settings.ld_alpha,
         learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler_type,
         warmup_steps=settings.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps

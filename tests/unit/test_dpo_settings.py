@@ -35,6 +35,7 @@ CPU = Compute("cpu", torch.float32)
         ({"beta": 0}, "dpo.beta"),
         ({"beta": -0.1}, "dpo.beta"),
         ({"label_smoothing": 0.5}, "dpo.label_smoothing"),
+        ({"ld_alpha": 1.5}, "dpo.ld_alpha"),
         ({"lr_scheduler_type": "cosine_annealing"}, "dpo.lr_scheduler_type"),
         ({"reference": "sft"}, "dpo.reference"),
         ({"save_steps": 0}, "dpo.save_steps"),
@@ -83,6 +84,7 @@ def test_settings_map_one_to_one_onto_dpo_config(tmp_path):
         loss_type="robust",
         beta=0.25,
         label_smoothing=0.1,
+        ld_alpha=0.5,
         learning_rate=5e-4,
         lr_scheduler_type="linear",
         warmup_ratio=0.05,
@@ -97,6 +99,9 @@ def test_settings_map_one_to_one_onto_dpo_config(tmp_path):
     )
     cfg = build_dpo_config(s, tmp_path / "w", CPU, seed=11)
     assert cfg.loss_type == ["robust"] and cfg.beta == 0.25 and cfg.label_smoothing == 0.1
+    assert (
+        cfg.ld_alpha == 0.5 and build_dpo_config(DPOSettings(), tmp_path / "d", CPU, seed=1).ld_alpha is None
+    )
     assert cfg.learning_rate == 5e-4 and cfg.lr_scheduler_type.value == "linear" and cfg.warmup_steps == 0.05
     assert cfg.num_train_epochs == 3 and cfg.per_device_train_batch_size == 4
     assert cfg.gradient_accumulation_steps == 2 and cfg.max_length == 512

@@ -51,7 +51,7 @@ class PairsConfig(_Strict):
         "penalty neither grows replies nor shrinks them below the base's. shorter_on_ties: rank by the reward, "
         "and of candidates with the same reward (the same votes, for a label model) rank the shorter higher: the "
         "chosen reply is the shortest of the best, the rejected the longest of the worst, and no reward is "
-        "traded for length. Not with length_penalty",
+        "traded for length (it combines with length_penalty; regress and anchored do not)",
     )
 
     length_control_strength: float = Field(
@@ -87,7 +87,7 @@ class PairsConfig(_Strict):
             raise ValueError(
                 f"pairs.length_penalty is only used by strategy 'length_penalized', not {self.strategy!r}"
             )
-        if self.length_penalty and self.length_control != "none":
+        if self.length_penalty and self.length_control in ("regress", "anchored"):
             raise ValueError(
                 f"pairs.length_control: {self.length_control} and pairs.length_penalty: {self.length_penalty} "
                 "both correct for length: use one (length_penalty 0 with regress)"

@@ -119,7 +119,7 @@ def select_pairs(
         raise ValueError(f"length_penalty={length_penalty} is only used by strategy 'length_penalized'")
     if length_control not in LENGTH_CONTROLS:
         raise ValueError(f"unknown length_control {length_control!r}; known: {', '.join(LENGTH_CONTROLS)}")
-    if length_control != "none" and length_penalty:
+    if length_control in ("regress", "anchored") and length_penalty:
         raise ValueError(f"length_control={length_control!r} and length_penalty={length_penalty}: use one")
     if max_length_ratio < 1:
         raise ValueError(f"max_length_ratio must be >= 1, got {max_length_ratio}")

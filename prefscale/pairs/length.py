@@ -79,5 +79,5 @@ def describe_length_control(length_control: str, slope: float, anchor: LengthAnc
         return "ties on the reward go to the shorter reply"
     if slope <= 0:
         return "length slope removed: 0 (the reward does not rise with length)"
-    above = f" beyond {anchor.chars:.0f} chars (the base's mean)" if anchor is not None else ""
+    above = f" beyond {anchor.chars:.0f} chars (the base's geometric mean)" if anchor is not None else ""
     return f"length slope removed: {slope:.4f} per log-char{above}"

@@ -44,7 +44,7 @@ def test_iteration_two_is_anchored_on_the_base_candidates(tmp_path: Path) -> Non
     meta = result.asset_materializations_for_node("preference_pairs")[0].metadata
     assert meta["length_control"].value == (
         f"length slope removed: {expected.slope:.4f} per log-char beyond "
-        f"{math.expm1(expected.log_chars):.0f} chars (the base's mean)"
+        f"{math.expm1(expected.log_chars):.0f} chars (the base's geometric mean)"
     )
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)

@@ -95,7 +95,7 @@ def test_input_checks():
 def test_describe_and_recipe():
     anchor = LengthAnchor(slope=0.3, log_chars=math.log1p(160))
     assert describe_length_control("anchored", 0.3, anchor) == (
-        "length slope removed: 0.3000 per log-char beyond 160 chars (the base's mean)"
+        "length slope removed: 0.3000 per log-char beyond 160 chars (the base's geometric mean)"
     )
     r = load_recipe("embedded", {"pairs": {"length_control": "anchored", "length_control_strength": 0.5}})
     assert r.pairs.selection_options()["length_control"] == "anchored"

@@ -82,8 +82,8 @@ class LabelingConfig(_Strict):
     functions: tuple[LabelingFunction, ...] = Field(
         default=(),
         description="the SMEs' labeling functions, each with a `kind` (regex, list_format, ordered, word_ratio, "
-        "length, unfinished, python, snorkel; model-backed kinds listed here are moved to model_functions); names "
-        "unique",
+        "length, repetition, unfinished, instruction, python, snorkel; model-backed kinds listed here are moved "
+        "to model_functions); names unique",
     )
     modules: tuple[str, ...] = Field(
         default=(),

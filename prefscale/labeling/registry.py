@@ -13,6 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from prefscale.labeling.consensus_kind import ConsensusLF
+from prefscale.labeling.instruction_kind import InstructionLF
 from prefscale.labeling.model_kinds import LLMPromptLF, PerplexityLF, SimilarityLF
 from prefscale.labeling.pattern_kinds import (
     FinishLF,
@@ -35,6 +36,7 @@ ROW_KINDS: tuple[type, ...] = (
     LengthLF,
     RepetitionLF,
     FinishLF,
+    InstructionLF,
     PythonLF,
     SnorkelLF,
 )

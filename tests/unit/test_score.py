@@ -65,6 +65,7 @@ def test_helpfulness_pack_loads_and_assigns_task_types():
         "length",
         "unfinished",
         "repetition",
+        "instruction",
         "consensus",
     }
     assert all(lf.backend == "tfidf" for lf in pack.functions if lf.kind == "consensus")

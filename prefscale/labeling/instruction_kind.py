@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import polars as pl
 from pydantic import Field
@@ -64,7 +64,8 @@ RESPONSE_PATTERNS = {
     r"SELECT |for \(|while \(|return )",
 }
 _NUM_RX = re.compile(rf"(?i)\b{_NUM}\b")
-CHECKS = ("item_count", "word_limit", "sentence_limit", "yes_no", "code")
+Check = Literal["item_count", "word_limit", "sentence_limit", "yes_no", "code"]
+CHECKS: tuple[str, ...] = get_args(Check)
 
 
 class InstructionLF(_LFBase):
@@ -76,7 +77,7 @@ class InstructionLF(_LFBase):
         description="instruction: the prompt states a checkable constraint (a number of items, a word or "
         "sentence limit, a yes-no question, code) and the reply obeys or breaks it",
     )
-    check: Literal["item_count", "word_limit", "sentence_limit", "yes_no", "code"] = Field(
+    check: Check = Field(
         description="the constraint read from the prompt: item_count, word_limit, sentence_limit, yes_no or code"
     )
     when: Literal["obeyed", "broken"] = Field(
@@ -110,7 +111,7 @@ class InstructionLF(_LFBase):
             tail = ~response.str.strip_chars().str.contains(r"[.!?]\z") & (response.str.strip_chars() != "")
             count = (count + tail.cast(pl.UInt32)).cast(pl.Float64)
             return _judged(n, count <= n, count > n, self.when)
-        numbered = response.str.count_matches(RESPONSE_PATTERNS["numbered"])
+        numbered = response.str.count_matches(RESPONSE_PATTERNS["numbered"])  # item_count
         count = (
             pl.when(numbered > 0)
             .then(numbered)
@@ -143,7 +144,7 @@ class InstructionLF(_LFBase):
             count = _rust_count(python_regex(RESPONSE_PATTERNS["sentence_end"], text), text)
             count += int(text != "" and not _search(r"[.!?]\z", text))
             return count <= n if self.when == "obeyed" else count > n
-        count = _rust_count(python_regex(RESPONSE_PATTERNS["numbered"], response), response)
+        count = _rust_count(python_regex(RESPONSE_PATTERNS["numbered"], response), response)  # item_count
         if count == 0:
             count = _rust_count(python_regex(RESPONSE_PATTERNS["bullet"], response), response)
         return count == n if self.when == "obeyed" else 0 < count != n

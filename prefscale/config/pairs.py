@@ -47,8 +47,8 @@ class PairsConfig(_Strict):
         "shorter replies is left as is); the slope is recorded in the pairs' manifest and metadata. anchored: "
         "the same slope, fitted once on the first iteration's candidates (the base policy's replies) and charged "
         "only for length beyond their mean log length, reward - slope·max(0, log(1+chars) - anchor): later "
-        "iterations keep the base's slope and anchor, so a reply as long as the base's costs nothing and the "
-        "penalty neither grows replies nor shrinks them below the base's. shorter_on_ties: rank by the reward, "
+        "iterations keep the base's slope and anchor, so a reply as long as the base's costs nothing (DPO on "
+        "such pairs may still shrink replies below the base's: BENCHMARKS.md). shorter_on_ties: rank by the reward, "
         "and of candidates with the same reward (the same votes, for a label model) rank the shorter higher: the "
         "chosen reply is the shortest of the best, the rejected the longest of the worst, and no reward is "
         "traded for length (it combines with length_penalty; regress and anchored do not)",

@@ -26,8 +26,8 @@ def non_positive_margins(
     `UNFINISHED_PENALTY` for a response cut at the token limit when `unfinished_is_worst`, minus
     `length_penalty` × its length (`length_penalized`), minus `length_slope` × its log(1 + characters)
     (`length_control: regress`: `PairSelection.length_slope`), or with `length_anchor` (`anchored`: the
-    `LengthAnchor.log_chars`) `length_slope` × the part of it above the anchor. So a finished response may be chosen over an
-    unfinished one, or a shorter one over a longer one, with a higher raw reward. `key_margin` is the margin on
+    `LengthAnchor.log_chars`) `length_slope` × the part of it above the anchor. So a finished response may be
+    chosen over an unfinished one, or a shorter one over a longer one, with a higher raw reward. `key_margin` is the margin on
     that key; it must be > 0 (NaN fails). Each side's finish reason comes from `candidates` when given, else the
     rejected side's from the pairs' `rejected_unfinished` (and the chosen side counts as finished).
     """

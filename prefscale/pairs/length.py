@@ -4,9 +4,10 @@
 fitted over one iteration's candidates (`select_pairs`); `prefscale score`'s `length_controlled` removes the same
 trend to measure what a reward sees beyond length. `anchored` fits the slope once, on the base policy's
 candidates (the first iteration's), and charges it only for length beyond their mean log length (`LengthAnchor`):
-`reward - slope·max(0, log1p(chars) - anchor)`. A reply as long as the base's costs nothing, so the penalty
-neither grows replies nor, once the rewards saturate, shrinks them below the base's. A log scale, because one more sentence matters more in a
-short reply than in a long one (alpaca_eval's length-controlled GLM also reads the log length).
+`reward - slope·max(0, log1p(chars) - anchor)`. A reply as long as the base's costs nothing, so the selection does
+not push below the base's length; DPO on such pairs still can (measured in BENCHMARKS.md). A log scale, because
+one more sentence matters more in a short reply than in a long one (alpaca_eval's length-controlled GLM also reads
+the log length).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, get_args
 
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prefscale.labeling.pattern_kinds import _WORDS, _LFBase, _text
 from prefscale.labeling.regex_dialect import _rust_count, python_regex
@@ -90,6 +90,12 @@ class InstructionLF(_LFBase):
     )
 
     uses_word_count: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _tolerance_used(self) -> InstructionLF:
+        if self.tolerance != 1.2 and self.check != "word_limit":
+            raise ValueError(f"tolerance is only used by check 'word_limit', not {self.check!r}")
+        return self
 
     def input_columns(self) -> set[str]:
         return {"prompt", "response"}

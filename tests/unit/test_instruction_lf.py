@@ -115,6 +115,8 @@ def test_declaration():
     }
     with pytest.raises(ValidationError, match="check"):
         InstructionLF(name="x", check="json", when="broken", vote="low", description="d")
+    with pytest.raises(ValidationError, match=r"tolerance is only used by check 'word_limit', not 'code'"):
+        InstructionLF(name="x", check="code", when="broken", vote="low", description="d", tolerance=1.5)
     with pytest.raises(ValidationError, match="tolerance"):
         InstructionLF(name="x", check="word_limit", when="broken", vote="low", description="d", tolerance=0.5)
     null = {"candidate_id": "n", "prompt": None, "response": "1. a", "task_type": "general"}

@@ -28,20 +28,25 @@ def test_the_anchor_is_the_base_slope_and_mean_log_length():
     assert base_length_anchor(cands, rewards) == sel.length_anchor
 
 
-def test_no_penalty_below_the_anchor_so_saturated_rewards_do_not_shrink_replies():
-    # every reply scores the same: regress would pick the shortest; below the anchor, anchored keeps the tie rule
-    rows = [(f"p{p}", k, "y" * (20 + 10 * k), 0.9, "stop") for p in range(4) for k in range(4)]
+def pairs(sel) -> list[tuple[str, str]]:
+    return sel.pairs.select("chosen_id", "rejected_id").rows()
+
+
+def test_no_penalty_below_the_anchor():
+    # reward rises 0.01 per candidate, 20..50 chars, all below an anchor of 1000 chars: anchored picks what the raw
+    # reward picks, while regress, charging the whole range, changes the rejected side
+    rows = [(f"p{p}", k, "y" * (20 + 10 * k), 0.9 + 0.01 * k, "stop") for p in range(4) for k in range(4)]
     cands, rewards = frame(rows)
-    rows2 = [(f"p{p}", k, "y" * (20 + 10 * k), 0.9 + 0.01 * k, "stop") for p in range(4) for k in range(4)]
-    cands2, rewards2 = frame(rows2)
     high = LengthAnchor(slope=0.5, log_chars=math.log1p(1000))
-    off = select_pairs(cands2, rewards2)
-    anchored = select_pairs(cands2, rewards2, length_control="anchored", length_anchor=high)
-    regress = select_pairs(cands2, rewards2, length_control="regress")
-    assert anchored.pairs["chosen_id"].to_list() == off.pairs["chosen_id"].to_list()  # longest, best reward
+    off = select_pairs(cands, rewards)
+    anchored = select_pairs(cands, rewards, length_control="anchored", length_anchor=high)
+    regress = select_pairs(cands, rewards, length_control="regress")
+    assert pairs(anchored) == pairs(off) == [(f"p{p}-3", f"p{p}-0") for p in range(4)]
     assert anchored.length_slope == 0.5 and anchored.length_anchor == high
-    assert regress.length_slope > 0  # and regress charges the whole range
-    assert select_pairs(cands, rewards, length_control="anchored", length_anchor=high).pairs.is_empty()
+    assert regress.length_slope > 0 and pairs(regress) != pairs(off)
+    # equal rewards below the anchor stay tied: the prompts are dropped, not decided by length
+    tied = frame([(f"p{p}", k, "y" * (20 + 10 * k), 0.9, "stop") for p in range(4) for k in range(4)])
+    assert select_pairs(*tied, length_control="anchored", length_anchor=high).pairs.is_empty()
 
 
 def test_length_beyond_the_anchor_is_charged_by_the_base_slope():

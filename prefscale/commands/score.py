@@ -41,7 +41,10 @@ scores 0.5); length_controlled (the agreement of the reward less its linear tren
 With --model-holdout [LF] (4 or more models' files, the label_model source): a model-level holdout. For each
 pair of held-out models, LF's thresholds (high at >= t, low at <= -t, or LF left out; default LF: consensus)
 are chosen on the other models' pairs by length-balanced agreement, and the reward is scored on the pairs
-between the held-out models only; the pooled result covers every pair once."""
+between the held-out models only; the pooled result covers every pair once.
+
+Both read each answer's reference answer (the annotation's output_1, which the judge compared it with) for the
+pack's `reference` functions; --no-references scores without them (those functions abstain)."""
 
 
 def _print_eval(r: dict[str, Any]) -> None:
@@ -71,7 +74,7 @@ def _print_eval(r: dict[str, Any]) -> None:
     print(
         f"{r['source']} on {r['answers']} answers from {', '.join(r['files'])} "
         f"(pairs: judge preferences {r['min_gap']} or more apart); the reward's Spearman correlation with "
-        f"length: {r['length_correlation']:.3f}"
+        f"length: {r['length_correlation']:.3f}; {_references_said(r['references'])}"
     )
     print(
         text_table(
@@ -94,6 +97,14 @@ def _print_eval(r: dict[str, Any]) -> None:
                 orient="row",
             )
         )
+    )
+
+
+def _references_said(used: bool) -> str:
+    return (
+        "reference answers: each annotation's output_1"
+        if used
+        else "no reference answers (--no-references: the pack's reference functions abstain)"
     )
 
 
@@ -192,6 +203,7 @@ def _run_model_holdout(args: argparse.Namespace, pack: str, seed: int) -> int:
             grid=grid,
             min_gap=args.min_gap,
             seed=seed,
+            references=not args.no_references,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -205,7 +217,7 @@ def _run_model_holdout(args: argparse.Namespace, pack: str, seed: int) -> int:
         f"{d['pairs']} held-out pairs, the reward prefers the judge's winner in {d['reward_accuracy']:.3f} "
         f"(longer wins {d['longer_accuracy']:.3f}); where the shorter won ({d['shorter_won_pairs']} pairs) "
         f"{d['reward_accuracy_shorter_won']:.3f}; length-balanced {d['length_balanced_accuracy']:.3f}; "
-        f"length-controlled {d['lc_reward_accuracy']:.3f}"
+        f"length-controlled {d['lc_reward_accuracy']:.3f}; {_references_said(r['references'])}"
     )
     splits = pl.DataFrame(
         [
@@ -242,6 +254,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.model_holdout and not args.eval_alpaca_pairs:
         print("error: --model-holdout goes with --eval-alpaca-pairs DIR", file=sys.stderr)
         return 2
+    if args.no_references and not args.eval_alpaca_pairs:
+        print("error: --no-references goes with --eval-alpaca-pairs DIR", file=sys.stderr)
+        return 2
     if args.holdout_grid and not args.model_holdout:
         print("error: --holdout-grid goes with --model-holdout", file=sys.stderr)
         return 2
@@ -259,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
                 model=args.model,
                 min_gap=args.min_gap,
                 seed=seed,
+                references=not args.no_references,
             )
         except (ValueError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
@@ -281,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"scored {summary['rows']} rows with {summary['source']} -> {args.output} "
         f"(reward mean {summary['mean']:.4f}, min {summary['min']:.4f}, max {summary['max']:.4f}, "
-        f"{summary['distinct']} distinct)"
+        f"{summary['distinct']} distinct; {summary['with_reference']} rows with a reference)"
     )
     return 0
 
@@ -358,6 +374,12 @@ def register(subparsers: Any) -> None:
         metavar="T,T,...",
         help="--model-holdout: the thresholds tried (none: LF left out; default none,0.02,0.04,0.05,0.06,0.07,"
         "0.08,0.1)",
+    )
+    p.add_argument(
+        "--no-references",
+        action="store_true",
+        help="--eval-alpaca-pairs: leave out the annotations' reference answers (output_1), so the pack's "
+        "reference functions abstain",
     )
     p.add_argument("--json", action="store_true", help="--eval-alpaca-pairs: one JSON object")
     p.set_defaults(func=_run)

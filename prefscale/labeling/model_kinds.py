@@ -11,6 +11,7 @@ the definition. They run batched, given a `ModelContext` (where models come from
 | `perplexity` | low perplexity → high, very high → low | perplexity of the response (given the prompt) under a reference LM; abstains in between |
 | `similarity` | similar → high, dissimilar → low | prompt–response cosine: TF-IDF (scikit-learn, fitted on the batch) or sentence embeddings (mean-pooled `AutoModel`) |
 | `consensus` | central → high, outlying → low | a response's mean cosine to the other responses to the same prompt, centred (`consensus_kind.py`) |
+| `reference` | close → high, far → low | a response's cosine to, or recall of, the row's reference answer; abstains without one (`reference_kind.py`) |
 
 The `task_classifier` (a `labeling.task_classifier` section, not a vote) tags each prompt's task type with
 keyword LFs over the prompt, combined by majority vote or a Snorkel label model; it fills `task_type` when a
@@ -272,15 +273,15 @@ class _CosineLF(_ModelLF):
         default=None,
         ge=-1,
         le=1,
-        description="the score (similarity: the cosine; consensus: the centred similarity) >= this votes high; "
-        "null: never high",
+        description="the score (similarity: the cosine; consensus: the centred similarity; reference: the "
+        "cosine or the recall) >= this votes high; null: never high",
     )
     low_below: float | None = Field(
         default=None,
         ge=-1,
         le=1,
-        description="the score (similarity: the cosine; consensus: the centred similarity) <= this votes low; "
-        "null: never low",
+        description="the score (similarity: the cosine; consensus: the centred similarity; reference: the "
+        "cosine or the recall) <= this votes low; null: never low",
     )
     max_tokens: int = Field(default=256, ge=8, description="embedding only: tokens kept per text (truncated)")
 

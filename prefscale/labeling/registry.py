@@ -26,6 +26,7 @@ from prefscale.labeling.pattern_kinds import (
     SnorkelLF,
     WordRatioLF,
 )
+from prefscale.labeling.reference_kind import ReferenceLF
 from prefscale.labeling.self_judge_kind import SelfJudgeLF
 
 ROW_KINDS: tuple[type, ...] = (
@@ -40,7 +41,14 @@ ROW_KINDS: tuple[type, ...] = (
     PythonLF,
     SnorkelLF,
 )
-MODEL_KIND_CLASSES: tuple[type, ...] = (LLMPromptLF, PerplexityLF, SimilarityLF, ConsensusLF, SelfJudgeLF)
+MODEL_KIND_CLASSES: tuple[type, ...] = (
+    LLMPromptLF,
+    PerplexityLF,
+    SimilarityLF,
+    ConsensusLF,
+    ReferenceLF,
+    SelfJudgeLF,
+)
 
 
 def kind_name(cls: type) -> str:

@@ -31,13 +31,17 @@ def text_rows(
     *,
     task_types: Sequence[str] | None = None,
     finish_reasons: Sequence[str | None] | None = None,
+    references: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
     """The rows a reward source scores: candidate_id (the position), prompt, response, task_type, finish_reason,
-    and prompt_id (the dense rank of the prompt text)."""
+    prompt_id (the dense rank of the prompt text), and `reference` (a reference answer per row; null where there
+    is none) when `references` is given."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if references is not None and len(references) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(references)} references")
     n = len(prompts)
-    return pl.DataFrame(
+    rows = pl.DataFrame(
         {
             "candidate_id": [str(i) for i in range(n)],
             "prompt": list(prompts),
@@ -53,6 +57,9 @@ def text_rows(
             "finish_reason": pl.String,
         },
     ).with_columns(pl.col("prompt").rank("dense").cast(pl.String).alias("prompt_id"))
+    if references is None:
+        return rows
+    return rows.with_columns(pl.Series("reference", list(references), dtype=pl.String))
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,15 @@ def label_model_scores(
     pack: LFPack,
     *,
     finish_reasons: Sequence[str | None] | None = None,
+    references: Sequence[str | None] | None = None,
     seed: int = 0,
 ) -> LabelModelScores:
     """The pack's LFs on every row, and the label model fitted on those votes: P(high) per row, with the votes
     and the LF weights (`score_pairs` gives the rewards alone)."""
     task_types = pack.task_type_of(prompts)
-    rows = text_rows(prompts, responses, task_types=task_types, finish_reasons=finish_reasons)
+    rows = text_rows(
+        prompts, responses, task_types=task_types, finish_reasons=finish_reasons, references=references
+    )
     votes, res = fit_on_rows(rows, pack.functions, pack.label_model, seed)
     p_high = res.labels["p_high"].to_numpy().astype(np.float64)
     return LabelModelScores(
@@ -95,16 +105,22 @@ def score_pairs(
     pack: LFPack | None = None,
     model: str | None = None,
     finish_reasons: Sequence[str | None] | None = None,
+    references: Sequence[str | None] | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """A reward per (prompt, response) from the registered `source`, higher is better.
 
     `pack` (default: the generic LF pack) serves `label_model`; `model` is the reward model folder of
-    `reward_model` and the ranker of `pairrm` (default `llm-blender/PairRM`). Models run on the GPU if there is one.
+    `reward_model` and the ranker of `pairrm` (default `llm-blender/PairRM`). `references` (a reference answer
+    per row, or None) feed the pack's `reference` functions. Models run on the GPU if there is one.
     """
     lf_pack = pack or load_lf_pack()
     rows = text_rows(
-        prompts, responses, task_types=lf_pack.task_type_of(prompts), finish_reasons=finish_reasons
+        prompts,
+        responses,
+        task_types=lf_pack.task_type_of(prompts),
+        finish_reasons=finish_reasons,
+        references=references,
     )
     ctx = ScoringContext(
         lfs=lf_pack.functions,

@@ -16,7 +16,8 @@ and a PairRM ranker (`pairrm`: hub id, ranker folder or `tiny`), which compares 
 (a prompt with a single row gets 0, the neutral score).
 
 Input rows need a string `prompt` and a string `response`; every other field is carried over untouched (a string
-`finish_reason`, e.g. `length` for a sample cut at the token limit, also feeds the pack's `unfinished` LF). The
+`finish_reason`, e.g. `length` for a sample cut at the token limit, also feeds the pack's `unfinished` LF; a string
+`reference`, a known good answer to the prompt, feeds its `reference` LFs, which abstain on rows without one). The
 output holds the same rows in the same order with a float `reward` (higher is better) appended as the last key
 (the original text of the row is kept byte for byte); a row that already has `reward` gets it replaced in place
 (that row is re-serialised). Bad rows are reported with their line numbers and nothing is written; the output
@@ -104,6 +105,8 @@ def read_rows(path: str | Path) -> list[InputRow]:
             for k in ("prompt", "response")
             if not isinstance(rec.get(k), str)
         ]
+        if rec.get("reference") is not None and not isinstance(rec["reference"], str):
+            bad.append(f"'reference' is {json_type_name(rec['reference'])}, not a string or null")
         if bad:
             problems.append((n, "; ".join(bad)))
             continue
@@ -164,6 +167,7 @@ def score_file(
     rows = read_rows(input_path)
     finish = [r.record.get("finish_reason") for r in rows]
     finish_reasons = [f if isinstance(f, str) else None for f in finish]
+    references = [r.record.get("reference") for r in rows]
     rewards = score_pairs(
         [r.record["prompt"] for r in rows],
         [r.record["response"] for r in rows],
@@ -171,6 +175,7 @@ def score_file(
         pack=lf_pack,
         model=model,
         finish_reasons=finish_reasons,
+        references=references if any(references) else None,
         seed=seed,
     )
     write_lines(output_path, [scored_line(r, float(x)) for r, x in zip(rows, rewards, strict=True)])
@@ -181,6 +186,7 @@ def score_file(
         "min": float(np.min(rewards)),
         "max": float(np.max(rewards)),
         "distinct": len(np.unique(rewards)),
+        "with_reference": sum(1 for r in references if r),
     }
 
 
@@ -197,7 +203,8 @@ def alpaca_answers_and_pairs(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(answers, pairs) implied by several models' AlpacaEval annotations against the same reference.
 
-    answers: instruction, generator, output, preference (one row per model and instruction).
+    answers: instruction, generator, output, preference, and reference (the annotation's `output_1`: the answer the
+    judge compared this one with), one row per model and instruction.
     pairs: for each instruction and each two models whose judge preferences against the common reference
     differ by at least `min_gap`, `winner`/`loser` (generators) and `split`. `preference` is the judge's
     P(model output beats the reference) on [1, 2] (2 = the model won), so the model with the higher preference
@@ -214,12 +221,14 @@ def alpaca_answers_and_pairs(
                     "generator": a["generator_2"].astype(str).tolist(),
                     "output": a["output_2"].tolist(),
                     "preference": a["preference"].astype(float).tolist(),
+                    "reference": a["output_1"].tolist(),
                 },
                 schema={
                     "instruction": pl.String,
                     "generator": pl.String,
                     "output": pl.String,
                     "preference": pl.Float64,
+                    "reference": pl.String,
                 },
             )
         )
@@ -248,6 +257,7 @@ def evaluate_alpaca_pairs(
     model: str | None = None,
     min_gap: float = 0.5,
     seed: int = 0,
+    references: bool = True,
 ) -> dict[str, Any]:
     """How often a reward prefers the AlpacaEval judge's winner, next to "the longer answer wins".
 
@@ -260,7 +270,9 @@ def evaluate_alpaca_pairs(
     the shorter answer (and the longer), their mean `length_balanced_accuracy` (a pure length proxy scores
     0.5), and `lc_reward_accuracy`, that of the reward with its linear trend in log length removed
     (`length_controlled`), beside the reward's Spearman correlation with length over all the answers. The
-    judge's preferences are only read to form the pairs and to count.
+    judge's preferences are only read to form the pairs and to count. With `references`, each answer's
+    `output_1` (the reference answer it was judged against) feeds the pack's `reference` LFs; without, they
+    abstain.
     """
     files = annotation_files(directory)
     answers, pairs = alpaca_answers_and_pairs(files, min_gap)
@@ -273,6 +285,7 @@ def evaluate_alpaca_pairs(
         source=source,
         pack=lf_pack,
         model=model,
+        references=answers["reference"].to_list() if references else None,
         seed=seed,
     )
     scored, slope = scored_answers(answers, rewards)
@@ -282,6 +295,7 @@ def evaluate_alpaca_pairs(
         "answers": answers.height,
         "min_gap": min_gap,
         "source": source if lf_pack is None else f"label_model (LF pack {lf_pack.name})",
+        "references": references,
         "distinct_rewards": int(scored["reward"].n_unique()),
         "length_correlation": _nan_if_none(spearman(scored["reward"], scored["chars"])),
         "length_slope": slope,

@@ -6,7 +6,8 @@ symmetric thresholds (`high_above: t`, `low_below: -t`, or the function left out
 length-balanced agreement on the pairs among the *other* models, and the reward with that choice is scored on the
 pairs between the two held-out models only. Every pair is thus scored once, by a setting chosen without either of
 its models' annotations. The label model itself is fitted on every answer's votes without labels, as in
-`prefscale score`.
+`prefscale score`; each answer's reference (the annotation's `output_1`) feeds the pack's `reference` LFs unless
+`references` is off.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def model_holdout(
     grid: Sequence[float | None] = DEFAULT_GRID,
     min_gap: float = 0.5,
     seed: int = 0,
+    references: bool = True,
 ) -> dict[str, Any]:
     """Agreement with the judge on a model-level holdout, `lf`'s threshold tuned per split (module docstring).
 
@@ -79,7 +81,11 @@ def model_holdout(
     for t in grid:
         variant = pack_variant(base, lf, t)
         scores = label_model_scores(
-            answers["instruction"].to_list(), answers["output"].to_list(), variant, seed=seed
+            answers["instruction"].to_list(),
+            answers["output"].to_list(),
+            variant,
+            references=answers["reference"].to_list() if references else None,
+            seed=seed,
         )
         joined[t] = pairs_with_rewards(pairs, scored_answers(answers, scores.rewards)[0])
     splits, held_parts = [], []
@@ -105,6 +111,7 @@ def model_holdout(
         "files": [p.name for p in files],
         "models": models,
         "lf": lf,
+        "references": references,
         "grid": list(grid),
         "held_out": pair_agreement(pl.concat(held_parts)),
         "splits": splits,

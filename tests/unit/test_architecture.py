@@ -56,6 +56,7 @@ DECLARATIONS = {
     "prefscale.labeling.pattern_kinds",
     "prefscale.labeling.model_kinds",
     "prefscale.labeling.consensus_kind",
+    "prefscale.labeling.reference_kind",
     "prefscale.labeling.instruction_kind",
     "prefscale.labeling.self_judge_kind",
     "prefscale.labeling.lm_scores",

@@ -56,7 +56,7 @@ def test_helpfulness_pack_loads_and_assigns_task_types():
     for expected in ("refuses", "asks_back", "list_format", "too_short", "rambling_for_short_task"):
         assert expected in names
     kinds = {lf.kind for lf in pack.functions}
-    # nothing that needs a model: text patterns, and consensus over TF-IDF
+    # nothing that needs a model: text patterns, and consensus and reference over TF-IDF
     assert kinds <= {
         "regex",
         "list_format",
@@ -67,8 +67,9 @@ def test_helpfulness_pack_loads_and_assigns_task_types():
         "repetition",
         "instruction",
         "consensus",
+        "reference",
     }
-    assert all(lf.backend == "tfidf" for lf in pack.functions if lf.kind == "consensus")
+    assert all(lf.backend == "tfidf" for lf in pack.functions if lf.kind in ("consensus", "reference"))
     assert pack.task_type_of(
         [
             "Rewrite this sentence in the passive voice.",

@@ -57,6 +57,7 @@ def lf_votes(
     rows = classify_tasks(cands, clf, seed=r.seed) if clf else cands
     # `model: policy` (self_judge) is the policy that sampled the candidates: iteration i's start
     lf_context = LFContext(store=store, compute=compute.resolve(r.policy.dtype), iteration=i)
+    rows = lf_context.with_references(rows)  # the prompt shard's reference answers, when it has them
     try:
         app = apply_all_lfs_with_scores(rows, lfs, lf_context)
     except LabelingFunctionError as e:  # the function's name and first offending row; nothing is written
@@ -77,7 +78,7 @@ def lf_votes(
         tables["scores"] = app.scores
     if clf:
         tables["task_types"] = rows.select("candidate_id", "task_type", "task_type_source")
-    inputs = [cands_ref, *lf_context.used.values(), *([gold_ref] if gold is not None and gold_ref else [])]
+    inputs = [cands_ref, *lf_context.inputs(), *([gold_ref] if gold is not None and gold_ref else [])]
     params = {
         "functions": catalog.select("lf_name", "kind", "version").to_dicts(),
         "models": {k: f"{v.asset}[{v.partition}]@{v.version}" for k, v in lf_context.used.items()},
@@ -153,9 +154,7 @@ def quality_labels(
     kept = verdict.kept(names)
     res = fit_label_model(votes, kept, **lm.fit_options(), seed=r.seed, versions=versions, y_dev=y_dev)
     analysis = lf_analysis(votes, catalog_entries(catalog), gold, res.weights, lengths, verdict.actions)
-    analysis = analysis.with_columns(pl.lit(i, pl.Int32).alias("iteration")).select(
-        "iteration", pl.all().exclude("iteration")
-    )
+    analysis = analysis.select(pl.lit(i, pl.Int32).alias("iteration"), pl.all().exclude("iteration"))
     tables = {"data": res.labels, "analysis": analysis, "label_model": res.params}
     metrics = None
     if gold is not None:

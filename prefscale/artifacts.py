@@ -5,6 +5,7 @@ from __future__ import annotations
 # Artifacts outside the iteration chain, and the iteration artifacts the core reads by name
 BASE_POLICY = "base_policy"
 SME_ANNOTATIONS = "sme_annotations"
+PROMPTS = "prompts"
 CANDIDATES = "candidates"
 EVAL_PROMPTS = "eval_prompts"
 EVAL_BASELINE = "eval_baseline"

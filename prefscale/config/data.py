@@ -47,6 +47,13 @@ class DataConfig(_Strict):
     revision: str | None = Field(
         default=None, description="hf_dataset only: the hub revision to load (commit sha, tag or branch)"
     )
+    reference_column: str = Field(
+        default="reference",
+        min_length=1,
+        description="file and hf_dataset: the column holding a known good answer per prompt (an SME's reply, "
+        "an eval set's reference output), read when the data has it; it feeds `kind: reference` labeling "
+        "functions. A name other than the default must exist",
+    )
     pool_size: int = Field(
         default=560, ge=4, description="embedded only: prompts generated before de-duplication"
     )
@@ -84,4 +91,8 @@ class DataConfig(_Strict):
                 )
         elif self.dataset:
             raise ValueError(f"data.dataset is only used by source 'hf_dataset', not {self.source!r}")
+        if self.source == "embedded" and self.reference_column != "reference":
+            raise ValueError(
+                "data.reference_column is only used by sources 'file' and 'hf_dataset', not 'embedded'"
+            )
         return self

@@ -18,6 +18,8 @@ from prefscale.labeling.task_types import TaskTypeRule, tag_task_types
 
 PROMPT_SCHEMA = {"prompt_id": pl.String, "task_type": pl.String, "prompt": pl.String}
 _RAW_SCHEMA = {"prompt": pl.String, "task_type": pl.String}
+REFERENCE = "reference"  # the pool's column of known good answers, when the data has one
+DEFAULT_REFERENCE_COLUMN = "reference"
 
 
 class PromptsFileError(ValueError):
@@ -41,10 +43,12 @@ def _decode_utf8(p: Path) -> str:
         ) from None
 
 
-def _read_jsonl(p: Path, text: str) -> pl.DataFrame:
-    """The `prompt` and `task_type` of each non-blank line; errors name the line."""
+def _read_jsonl(p: Path, text: str, reference_column: str = DEFAULT_REFERENCE_COLUMN) -> pl.DataFrame:
+    """The `prompt`, `task_type` and (where any line has one) `reference` of each non-blank line; errors name
+    the line."""
     prompts: list[str] = []
     tasks: list[str | None] = []
+    references: list[str | None] = []
     keys: set[str] = set()
     missing = 0  # the first line without a `prompt` field
     for n, line in enumerate(text.splitlines(), start=1):
@@ -68,19 +72,57 @@ def _read_jsonl(p: Path, text: str) -> pl.DataFrame:
             raise PromptsFileError(
                 f"prompts file {p} line {n}: 'task_type' must be text, got {json_type_name(task)}"
             )
+        reference = row.get(reference_column)
+        if reference is not None and not isinstance(reference, str):
+            raise PromptsFileError(
+                f"prompts file {p} line {n}: {reference_column!r} must be text or null, got "
+                f"{json_type_name(reference)}"
+            )
         prompts.append(value)
         tasks.append(task)
+        references.append(reference)
     if not keys:
         raise PromptsFileError(f"prompts file {p} is empty")
     if not prompts:
         raise PromptsFileError(f"prompts file {p} has no 'prompt' column (columns: {sorted(keys)})")
     if missing:
         raise PromptsFileError(f"prompts file {p} line {missing}: no 'prompt' field")
-    return pl.DataFrame({"prompt": prompts, "task_type": tasks}, schema=_RAW_SCHEMA)
+    frame = pl.DataFrame({"prompt": prompts, "task_type": tasks}, schema=_RAW_SCHEMA)
+    return (
+        frame.with_columns(pl.Series(reference_column, references, dtype=pl.String))
+        if reference_column in keys
+        else frame
+    )
 
 
-def load_prompts_file(path: str | Path) -> pl.DataFrame:
-    """Prompts from JSONL, CSV or Parquet with a `prompt` column and optional `task_type`.
+def _references(
+    frame: pl.DataFrame, where: str, column: str, cells: Sequence[Any] | None = None
+) -> pl.DataFrame:
+    """`frame` (prompt, task_type) with a `reference` column from `column` of the source (`cells`, or the
+    frame's own column), or as it is when the source has no such column and `column` is the default; errors
+    name the source, the column and the row."""
+    if cells is None:
+        if column not in frame.columns:
+            cells = None
+        elif frame.schema[column] not in (pl.String, pl.Null):
+            raise PromptsFileError(f"{where}: {column!r} must be text, got {frame.schema[column]}")
+        else:
+            cells = frame[column].to_list()
+    if cells is None:
+        if column != DEFAULT_REFERENCE_COLUMN:
+            raise PromptsFileError(f"{where} has no column {column!r} (data.reference_column)")
+        return frame.select("prompt", "task_type")
+    bad = next((i for i, c in enumerate(cells) if c is not None and not isinstance(c, str)), None)
+    if bad is not None:
+        raise PromptsFileError(f"{where}: {column!r} at row {bad + 1} must be text or null")
+    return frame.select("prompt", "task_type").with_columns(
+        pl.Series(REFERENCE, list(cells), dtype=pl.String)
+    )
+
+
+def load_prompts_file(path: str | Path, reference_column: str = DEFAULT_REFERENCE_COLUMN) -> pl.DataFrame:
+    """Prompts from JSONL, CSV or Parquet with a `prompt` column, optional `task_type`, and an optional
+    `reference_column` (a known good answer per prompt; kept as `reference`).
 
     Errors name the file and, where there is one, the line or row: not UTF-8, malformed JSON, no `prompt`
     column, an empty or non-text prompt.
@@ -98,7 +140,7 @@ def load_prompts_file(path: str | Path) -> pl.DataFrame:
     if p.suffix != ".parquet" and not text.strip():
         raise PromptsFileError(f"prompts file {p} is empty")
     if p.suffix == ".jsonl":
-        df = _read_jsonl(p, text)
+        df = _read_jsonl(p, text, reference_column)
     else:
         try:
             df = pl.read_csv(p) if p.suffix == ".csv" else pl.read_parquet(p)
@@ -119,7 +161,8 @@ def load_prompts_file(path: str | Path) -> pl.DataFrame:
     if bad.height:
         raise PromptsFileError(f"prompts file {p}: empty prompt at row {int(bad['_row'][0]) + 1}")
     task = pl.col("task_type").cast(pl.String) if "task_type" in df.columns else pl.lit("general")
-    return df.select(pl.col("prompt").str.strip_chars(), task.fill_null("general").alias("task_type"))
+    out = df.with_columns(pl.col("prompt").str.strip_chars(), task.fill_null("general").alias("task_type"))
+    return _references(out, f"prompts file {p}", reference_column)
 
 
 def _prompt_text(value: Any) -> str | None:
@@ -184,10 +227,10 @@ def load_hf_dataset(cfg: DataConfig) -> pl.DataFrame:
         if "task_type" in ds.column_names
         else ["general"] * len(texts)
     )
-    return pl.DataFrame(
-        {"prompt": [t.strip() for t in texts], "task_type": tasks},
-        schema={"prompt": pl.String, "task_type": pl.String},
-    )
+    frame = pl.DataFrame({"prompt": [t.strip() for t in texts], "task_type": tasks}, schema=_RAW_SCHEMA)
+    col = cfg.reference_column
+    cells = ds[col] if col in ds.column_names else None
+    return _references(frame, f"dataset {ref!r} (split {cfg.split!r})", col, cells)
 
 
 def describe_source(cfg: DataConfig) -> str:
@@ -210,7 +253,7 @@ def build_pool(cfg: DataConfig, seed: int, task_rules: Sequence[TaskTypeRule] = 
     elif cfg.source == "hf_dataset":
         raw = load_hf_dataset(cfg)
     else:
-        raw = load_prompts_file(cfg.path or "")
+        raw = load_prompts_file(cfg.path or "", cfg.reference_column)
     long = raw.with_row_index("_row").filter(pl.col("prompt").str.len_chars() > cfg.max_prompt_chars)
     if long.height:
         row, n = int(long["_row"][0]) + 1, int(long["prompt"].str.len_chars()[0])
@@ -225,6 +268,7 @@ def build_pool(cfg: DataConfig, seed: int, task_rules: Sequence[TaskTypeRule] = 
         pl.col("prompt").map_elements(_prompt_id, return_dtype=pl.String).alias("prompt_id"),
         "task_type",
         "prompt",
+        *([REFERENCE] if REFERENCE in pool.columns else []),
     )
 
 

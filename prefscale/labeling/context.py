@@ -1,4 +1,5 @@
-"""Where model-backed labeling functions get their models: the artifact store, the device, a cache."""
+"""Where model-backed labeling functions get their models (the artifact store, the device, a cache) and the
+rows their reference answers (the iteration's prompt shard)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
+from prefscale.artifacts import PROMPTS
 from prefscale.compute import resolve_compute
 from prefscale.labeling.model_kinds import BASE_POLICY_ALIAS
+from prefscale.labeling.reference_kind import REFERENCE_COLUMN, with_references
 from prefscale.labeling.self_judge_kind import POLICY_ALIAS
 from prefscale.policy.io import load_policy
-from prefscale.storage import UNPARTITIONED, policy_for_iteration
+from prefscale.storage import UNPARTITIONED, MissingArtifactError, policy_for_iteration
 
 # --- the context: where models come from ------------------------------------------------------------------
 
@@ -28,6 +33,25 @@ class LFContext:
     base_policy: str | Path | None = None  # a folder `base_policy` names when there is no store (in process)
     policy: str | Path | None = None  # the folder `policy` names: the policy the iteration starts from
     iteration: int | None = None  # with a store and no `policy` folder: `policy` is this iteration's start
+    references: Any = None  # the prompt shard (ArtifactRef) whose reference answers `with_references` joined
+
+    def with_references(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """`rows` with their prompt's `reference` when the iteration's prompt shard (asset `prompts`) carries
+        reference answers (recorded in `references`); as they are otherwise, or without a store."""
+        if self.store is None or self.iteration is None or REFERENCE_COLUMN in rows.columns:
+            return rows
+        try:
+            shard = self.store.current(PROMPTS, str(self.iteration))
+        except MissingArtifactError:  # rows made without the pipeline's prompt shard: nothing to join
+            return rows
+        joined = with_references(rows, pl.read_parquet(shard.file()))
+        if REFERENCE_COLUMN in joined.columns:
+            self.references = shard
+        return joined
+
+    def inputs(self) -> list[Any]:
+        """The artifacts the labeling read through this context (models, the prompt shard), for lineage."""
+        return [*self.used.values(), *([self.references] if self.references is not None else [])]
 
     def _compute(self) -> Any:
         if self.compute is None:

@@ -146,13 +146,15 @@ def recipe_scores(
     *,
     task_types: Sequence[Any] | None = None,
     finish_reasons: Sequence[str | None] | None = None,
+    references: Sequence[str | None] | None = None,
     base_policy: str | Path | None = None,
     skip_model_lfs: bool = False,
     seed: int | None = None,
 ) -> RecipeScores:
     """The recipe's functions on every row and its label model fitted on those votes (see the module docstring).
 
-    `task_types` are the rows' own (None or `general` where they have none); `seed` defaults to the recipe's.
+    `task_types` are the rows' own (None or `general` where they have none); `references` their reference
+    answers (for `kind: reference`); `seed` defaults to the recipe's.
     """
     problems = recipe.labeling.import_problems()
     if problems:
@@ -160,7 +162,9 @@ def recipe_scores(
     lfs, context, notes = _functions(recipe, base_policy, skip_model_lfs)
     given = list(task_types) if task_types is not None else [None] * len(prompts)
     tagged, origins, pool_notes = tag_rows(recipe, prompts, given)
-    rows = text_rows(prompts, responses, task_types=tagged.to_list(), finish_reasons=finish_reasons)
+    rows = text_rows(
+        prompts, responses, task_types=tagged.to_list(), finish_reasons=finish_reasons, references=references
+    )
     votes = apply_all_lfs(rows, lfs, context)
     names = [lf.name for lf in lfs]
     lm = recipe.labeling.label_model
@@ -203,12 +207,14 @@ def score_file_with_recipe(
     rows = read_rows(input_path)
     records = [r.record for r in rows]
     finish = [f if isinstance(f := r.get("finish_reason"), str) else None for r in records]
+    references = [r.get("reference") for r in records]
     scores = recipe_scores(
         recipe,
         [r["prompt"] for r in records],
         [r["response"] for r in records],
         task_types=[r.get("task_type") for r in records],
         finish_reasons=finish,
+        references=references if any(references) else None,
         base_policy=base_policy,
         skip_model_lfs=skip_model_lfs,
         seed=seed,

@@ -129,6 +129,34 @@ def test_a_broken_labeling_function_fails_lf_votes_and_writes_nothing(tiny_home,
     assert meta["labeling_function"].value == "fragile" and meta["row"].value == 1
 
 
+def test_reference_answers_in_the_prompt_shard_feed_reference_functions_and_the_lineage(tiny_home):
+    close = {"name": "close", "kind": "reference", "high_above": 0.5, "low_below": 0.2}
+    home = tiny_home({"labeling": {"model_functions": [close]}})
+    cands = write_candidates(home.store, "1")
+    shard = cands.select("prompt_id", "task_type", "prompt").unique("prompt_id", maintain_order=True)
+    # the first prompt's reference is its first candidate's reply, the second's has none
+    first = cands.group_by("prompt_id", maintain_order=True).first()
+    refs = [first["response"][0], None, *first["response"][2:].to_list()]
+    home.store.write_frame("prompts", "1", shard.with_columns(pl.Series("reference", refs, dtype=pl.String)))
+    assert home.materialize(["lf_votes"], "1").success
+    ref = home.store.current("lf_votes", "1")
+    votes = pl.read_parquet(ref.file()).join(cands.select("candidate_id", "prompt_id"), on="candidate_id")
+    scores = pl.read_parquet(ref.file("scores.parquet"))
+    assert votes.filter(pl.col("candidate_id") == cands["candidate_id"][0])["close"].to_list() == [1]
+    assert scores.filter(pl.col("candidate_id") == cands["candidate_id"][0])["close"][0] > 0.99
+    assert set(votes.filter(pl.col("prompt_id") == shard["prompt_id"][1])["close"]) == {-1}  # no reference
+    assert votes["candidate_id"].to_list() == cands["candidate_id"].to_list()  # row order kept
+    inputs = {i["asset"] for i in home.store.manifest(ref)["inputs"]}
+    assert inputs == {"candidates", "prompts"}  # the shard whose answers were read is in the lineage
+
+    # a shard without reference answers: every row abstains, and the shard is not an input
+    home.store.write_frame("prompts", "1", shard)
+    assert home.materialize(["lf_votes"], "1").success
+    ref = home.store.current("lf_votes", "1")
+    assert set(pl.read_parquet(ref.file())["close"]) == {-1}
+    assert {i["asset"] for i in home.store.manifest(ref)["inputs"]} == {"candidates"}
+
+
 def test_gold_annotations_flow_through_the_sensor_into_quality_labels(tiny_home):
     home = tiny_home()
     c1, c2 = write_candidates(home.store, "1"), write_candidates(home.store, "2")

@@ -301,3 +301,41 @@ def test_split_pool_too_small_names_numbers(pool):
     msg = str(exc.value)
     assert "40 distinct prompts" in msg
     assert "3 iterations x 12 + 5 held-out need 41" in msg
+
+
+# --- reference answers (`data.reference_column`) -------------------------------------------------------------
+
+
+def test_a_reference_column_is_kept_through_the_pool_and_its_bad_values_are_named(tmp_path):
+    rows = [
+        {"prompt": "Why is the sky blue?", "reference": "Rayleigh scattering."},
+        {"prompt": "why is the SKY blue?", "reference": "a duplicate: dropped with its prompt"},
+        {"prompt": "Name a prime.", "reference": None},
+        {"prompt": "Say hi."},
+    ]
+    p = _jsonl(tmp_path / "p.jsonl", rows)
+    assert load_prompts_file(p).columns == ["prompt", "task_type", "reference"]
+    pool = build_pool(DataConfig(source="file", path=str(p)), seed=0)
+    assert pool.columns == ["prompt_id", "task_type", "prompt", "reference"]
+    assert pool["reference"].to_list() == ["Rayleigh scattering.", None, None]
+    csv = tmp_path / "p.csv"
+    pl.DataFrame({"prompt": ["a", "b"], "gold": ["A.", None]}).write_csv(csv)
+    assert load_prompts_file(csv, "gold")["reference"].to_list() == ["A.", None]
+    assert "reference" not in load_prompts_file(csv).columns  # no `reference` column: no references
+    with pytest.raises(PromptsFileError, match=r"has no column 'answer' \(data.reference_column\)"):
+        load_prompts_file(csv, "answer")
+    bad = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "a", "reference": "x"}, {"prompt": "b", "reference": 2}])
+    with pytest.raises(PromptsFileError, match="line 2: 'reference' must be text or null, got int"):
+        load_prompts_file(bad)
+    nums = tmp_path / "nums.csv"
+    pl.DataFrame({"prompt": ["a"], "reference": [1]}).write_csv(nums)
+    with pytest.raises(PromptsFileError, match="'reference' must be text, got Int64"):
+        load_prompts_file(nums)
+
+
+def test_reference_column_is_refused_for_the_embedded_domain():
+    with pytest.raises(
+        ValueError, match=r"data\.reference_column is only used by sources 'file' and 'hf_dataset'"
+    ):
+        DataConfig(source="embedded", reference_column="gold")
+    assert "reference" not in build_pool(DataConfig(source="embedded", pool_size=8), seed=0).columns

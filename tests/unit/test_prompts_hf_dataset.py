@@ -158,3 +158,14 @@ def test_snorkel_recipe_loads_prompts_with_the_same_code(dataset_folder):
     parts = split_pool(pool, r.data, r.iterations, r.seed)
     assert [parts[k].height for k in ("heldout", "1", "2", "3")] == [4, 8, 8, 8]
     assert "coding" in set(pool["task_type"])  # the helpfulness pack's rules tagged them
+
+
+def test_a_reference_column_of_the_dataset_is_kept(tmp_path):
+    rows = [{"prompt": f"Question {i}?", "answer": f"Answer {i}." if i % 2 else None} for i in range(4)]
+    p = tmp_path / "qa.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = load_hf_dataset(DataConfig(source="hf_dataset", dataset=str(p), reference_column="answer"))
+    assert df["reference"].to_list() == [None, "Answer 1.", None, "Answer 3."]
+    assert "reference" not in load_hf_dataset(DataConfig(source="hf_dataset", dataset=str(p))).columns
+    with pytest.raises(PromptsFileError, match="has no column 'gold'"):
+        load_hf_dataset(DataConfig(source="hf_dataset", dataset=str(p), reference_column="gold"))

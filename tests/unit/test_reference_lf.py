@@ -145,3 +145,19 @@ def test_alpaca_pairs_use_each_annotations_output_1_as_the_reference_unless_told
     assert "reference answers: each annotation's output_1" in capsys.readouterr().out
     assert main(["score", "--input", "x.jsonl", "--output", "y.jsonl", "--no-references"]) == 2
     assert "--no-references goes with --eval-alpaca-pairs" in capsys.readouterr().err
+
+
+def test_a_recipes_reference_function_reads_the_rows_references():
+    from prefscale.config.recipe import load_recipe
+    from prefscale.tools.score_recipe import recipe_scores
+
+    recipe = load_recipe("embedded")
+    close = ReferenceLF(name="close", high_above=0.3, low_below=0.1)
+    labeling = recipe.labeling.model_copy(update={"model_functions": (close,)})
+    recipe = recipe.model_copy(update={"labeling": labeling})
+    prompts, responses = [PROMPT] * 3, [ON_POINT, AROUND_IT, ON_POINT]
+    scores = recipe_scores(recipe, prompts, responses, references=[REFERENCE, REFERENCE, None])
+    row = scores.analysis.filter(scores.analysis["lf_name"] == "close").row(0, named=True)
+    assert row["kind"] == "reference" and row["coverage"] == pytest.approx(2 / 3)  # the third row abstains
+    plain = recipe_scores(recipe, prompts, responses)
+    assert plain.analysis.filter(plain.analysis["lf_name"] == "close")["coverage"][0] == 0

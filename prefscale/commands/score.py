@@ -16,6 +16,8 @@ Scoring: read JSON Lines rows with string fields `prompt` and `response` and wri
 field and the key order kept) with a float `reward`, higher is better. The default source, label_model, needs no
 training data: a generic LF pack (recipes/lf_packs/helpfulness.yaml) votes on every row and Snorkel's label
 model, fitted on the input's own votes, gives P(high quality); rows it cannot tell apart are ordered by length.
+A row's optional string `reference` (a known good answer to its prompt) feeds the pack's reference functions,
+which abstain on rows without one.
 reward_model scores with a trained reward model folder (--model), pairrm with a PairRM ranker (--model: hub id,
 ranker folder or `tiny`), comparing the rows that share a prompt. Bad rows (invalid JSON, a missing or
 non-string prompt/response) are listed by line number and nothing is written (exit code 2); the output is

@@ -43,7 +43,8 @@ scores 0.5); length_controlled (the agreement of the reward less its linear tren
 With --model-holdout [LF] (4 or more models' files, the label_model source): a model-level holdout. For each
 pair of held-out models, LF's thresholds (high at >= t, low at <= -t, or LF left out; default LF: consensus)
 are chosen on the other models' pairs by length-balanced agreement, and the reward is scored on the pairs
-between the held-out models only; the pooled result covers every pair once.
+between the held-out models only; the pooled result covers every pair once. --holdout-optional LF,LF also
+chooses there which of those functions to keep.
 
 Both read each answer's reference answer (the annotation's output_1, which the judge compared it with) for the
 pack's `reference` functions; --no-references scores without them (those functions abstain)."""
@@ -206,6 +207,9 @@ def _run_model_holdout(args: argparse.Namespace, pack: str, seed: int) -> int:
             min_gap=args.min_gap,
             seed=seed,
             references=not args.no_references,
+            optional_lfs=[n.strip() for n in args.holdout_optional.split(",")]
+            if args.holdout_optional
+            else (),
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -226,12 +230,13 @@ def _run_model_holdout(args: argparse.Namespace, pack: str, seed: int) -> int:
             (
                 " vs ".join(s["held_out"]),
                 str(s["threshold"]),
+                ", ".join(s["left_out"]) or "-",
                 round(s["tuning_length_balanced"], 3),
                 s["held_out_pairs"],
             )
             for s in r["splits"]
         ],
-        schema=["held_out", "threshold", "tuning_length_balanced", "held_out_pairs"],
+        schema=["held_out", "threshold", "left_out", "tuning_length_balanced", "held_out_pairs"],
         orient="row",
     )
     print(text_table(splits))
@@ -259,8 +264,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_references and not args.eval_alpaca_pairs:
         print("error: --no-references goes with --eval-alpaca-pairs DIR", file=sys.stderr)
         return 2
-    if args.holdout_grid and not args.model_holdout:
-        print("error: --holdout-grid goes with --model-holdout", file=sys.stderr)
+    if (args.holdout_grid or args.holdout_optional) and not args.model_holdout:
+        print("error: --holdout-grid and --holdout-optional go with --model-holdout", file=sys.stderr)
         return 2
     if args.eval_alpaca_pairs:
         if args.input or args.output:
@@ -376,6 +381,12 @@ def register(subparsers: Any) -> None:
         metavar="T,T,...",
         help="--model-holdout: the thresholds tried (none: LF left out; default none,0.02,0.04,0.05,0.06,0.07,"
         "0.08,0.1)",
+    )
+    p.add_argument(
+        "--holdout-optional",
+        metavar="LF,LF,...",
+        help="--model-holdout: also choose, per split on the other models' pairs, which of these functions to keep "
+        "(every subset is tried)",
     )
     p.add_argument(
         "--no-references",

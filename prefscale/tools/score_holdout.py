@@ -5,7 +5,9 @@ targets of the reward that is then scored on them. For each pair of held-out mod
 symmetric thresholds (`high_above: t`, `low_below: -t`, or the function left out) are chosen from a grid by the
 length-balanced agreement on the pairs among the *other* models, and the reward with that choice is scored on the
 pairs between the two held-out models only. Every pair is thus scored once, by a setting chosen without either of
-its models' annotations. The label model itself is fitted on every answer's votes without labels, as in
+its models' annotations. With `optional_lfs`, which of those functions to keep is chosen the same way (every
+subset is tried with every threshold), so a choice of functions is held out too. The label model itself is fitted
+on every answer's votes without labels, as in
 `prefscale score`; each answer's reference (the annotation's `output_1`) feeds the pack's `reference` LFs unless
 `references` is off.
 """
@@ -60,8 +62,10 @@ def model_holdout(
     min_gap: float = 0.5,
     seed: int = 0,
     references: bool = True,
+    optional_lfs: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Agreement with the judge on a model-level holdout, `lf`'s threshold tuned per split (module docstring).
+    """Agreement with the judge on a model-level holdout, `lf`'s threshold (and which of `optional_lfs` to keep)
+    tuned per split (module docstring).
 
     Returns the pooled agreement over every held-out pair (`pair_agreement`'s keys), each split's held-out models,
     chosen threshold and its tuning score, and, for reference, every grid value scored on all pairs at once (which
@@ -77,17 +81,29 @@ def model_holdout(
             f"a model-level holdout needs annotations of 4 or more models; {directory} has {models}"
         )
     base = load_lf_pack(pack)
-    joined: dict[float | None, pl.DataFrame] = {}
-    for t in grid:
-        variant = pack_variant(base, lf, t)
-        scores = label_model_scores(
-            answers["instruction"].to_list(),
-            answers["output"].to_list(),
-            variant,
-            references=answers["reference"].to_list() if references else None,
-            seed=seed,
+    names = [f.name for f in base.functions]
+    unknown = [n for n in optional_lfs if n not in names or n == lf]
+    if unknown:
+        raise ValueError(
+            f"optional functions {unknown} are not in LF pack {base.name!r} (or are the tuned {lf!r})"
         )
-        joined[t] = pairs_with_rewards(pairs, scored_answers(answers, scores.rewards)[0])
+    dropped = [
+        frozenset(c) for k in range(len(optional_lfs) + 1) for c in itertools.combinations(optional_lfs, k)
+    ]
+    joined: dict[tuple[frozenset[str], float | None], pl.DataFrame] = {}
+    for left_out in dropped:
+        kept = base.model_copy(
+            update={"functions": tuple(f for f in base.functions if f.name not in left_out)}
+        )
+        for t in grid:
+            scores = label_model_scores(
+                answers["instruction"].to_list(),
+                answers["output"].to_list(),
+                pack_variant(kept, lf, t),
+                references=answers["reference"].to_list() if references else None,
+                seed=seed,
+            )
+            joined[(left_out, t)] = pairs_with_rewards(pairs, scored_answers(answers, scores.rewards)[0])
     splits, held_parts = [], []
     for held in itertools.combinations(models, 2):
         train = [m for m in models if m not in held]
@@ -95,14 +111,16 @@ def model_holdout(
         def among(frame: pl.DataFrame, group: Sequence[str]) -> pl.DataFrame:
             return frame.filter(pl.col("winner").is_in(group) & pl.col("loser").is_in(group))
 
-        tuning = {t: _balanced(among(joined[t], train)) for t in grid}
-        best = max(grid, key=lambda t: (tuning[t], t is not None, -(t or 0.0)))
+        tuning = {v: _balanced(among(joined[v], train)) for v in joined}
+        # ties go to the fuller pack, then to a threshold over none, then to the lower threshold
+        best = max(joined, key=lambda v: (tuning[v], -len(v[0]), v[1] is not None, -(v[1] or 0.0)))
         part = among(joined[best], held)
         held_parts.append(part)
         splits.append(
             {
                 "held_out": list(held),
-                "threshold": best,
+                "threshold": best[1],
+                "left_out": sorted(best[0]),
                 "tuning_length_balanced": tuning[best],
                 "held_out_pairs": part.height,
             }
@@ -111,11 +129,12 @@ def model_holdout(
         "files": [p.name for p in files],
         "models": models,
         "lf": lf,
+        "optional_lfs": list(optional_lfs),
         "references": references,
         "grid": list(grid),
         "held_out": pair_agreement(pl.concat(held_parts)),
         "splits": splits,
-        "all_pairs_by_threshold": {str(t): pair_agreement(joined[t]) for t in grid},
+        "all_pairs_by_threshold": {str(t): pair_agreement(joined[(frozenset(), t)]) for t in grid},
     }
 
 

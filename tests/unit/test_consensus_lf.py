@@ -131,4 +131,4 @@ def test_cli_model_holdout(capsys):
     assert main([*argv[:-1], "1.5"]) == 2
     assert "1.5 is not in (0, 1]" in capsys.readouterr().err
     assert main(["score", "--eval-alpaca-pairs", str(PAIRS_DIR), "--holdout-grid", "0.1"]) == 2
-    assert "--holdout-grid goes with --model-holdout" in capsys.readouterr().err
+    assert "--holdout-grid and --holdout-optional go with --model-holdout" in capsys.readouterr().err

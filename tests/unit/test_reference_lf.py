@@ -161,3 +161,21 @@ def test_a_recipes_reference_function_reads_the_rows_references():
     assert row["kind"] == "reference" and row["coverage"] == pytest.approx(2 / 3)  # the third row abstains
     plain = recipe_scores(recipe, prompts, responses)
     assert plain.analysis.filter(plain.analysis["lf_name"] == "close")["coverage"][0] == 0
+
+
+def test_model_holdout_can_also_choose_which_optional_functions_to_keep(capsys):
+    optional = ["covers_the_reference", "close_to_the_reference"]
+    r = model_holdout(PAIRS_DIR, grid=(None, 0.05), optional_lfs=optional)
+    assert r["optional_lfs"] == optional and r["held_out"]["pairs"] == 28
+    for s in r["splits"]:
+        assert set(s["left_out"]) <= set(optional) and s["threshold"] in (None, 0.05)
+    plain = model_holdout(PAIRS_DIR, grid=(None, 0.05))
+    assert all(s["left_out"] == [] for s in plain["splits"])  # nothing optional: the whole pack
+    assert r["all_pairs_by_threshold"] == plain["all_pairs_by_threshold"]  # the whole pack's, either way
+    with pytest.raises(ValueError, match=r"optional functions \['nope'\] are not in LF pack 'helpfulness'"):
+        model_holdout(PAIRS_DIR, grid=(None,), optional_lfs=["nope"])
+    argv = ["score", "--eval-alpaca-pairs", str(PAIRS_DIR), "--model-holdout", "--holdout-grid", "none"]
+    assert main([*argv, "--holdout-optional", ",".join(optional)]) == 0
+    assert "left_out" in capsys.readouterr().out
+    assert main([*argv, "--holdout-optional", "consensus"]) == 2  # the tuned function cannot be optional too
+    assert "are not in LF pack 'helpfulness' (or are the tuned 'consensus')" in capsys.readouterr().err

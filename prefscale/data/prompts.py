@@ -101,13 +101,10 @@ def _references(
     """`frame` (prompt, task_type) with a `reference` column from `column` of the source (`cells`, or the
     frame's own column), or as it is when the source has no such column and `column` is the default; errors
     name the source, the column and the row."""
-    if cells is None:
-        if column not in frame.columns:
-            cells = None
-        elif frame.schema[column] not in (pl.String, pl.Null):
+    if cells is None and column in frame.columns:
+        if frame.schema[column] not in (pl.String, pl.Null):
             raise PromptsFileError(f"{where}: {column!r} must be text, got {frame.schema[column]}")
-        else:
-            cells = frame[column].to_list()
+        cells = frame[column].to_list()
     if cells is None:
         if column != DEFAULT_REFERENCE_COLUMN:
             raise PromptsFileError(f"{where} has no column {column!r} (data.reference_column)")

@@ -7,9 +7,8 @@ length-balanced agreement on the pairs among the *other* models, and the reward 
 pairs between the two held-out models only. Every pair is thus scored once, by a setting chosen without either of
 its models' annotations. With `optional_lfs`, which of those functions to keep is chosen the same way (every
 subset is tried with every threshold), so a choice of functions is held out too. The label model itself is fitted
-on every answer's votes without labels, as in
-`prefscale score`; each answer's reference (the annotation's `output_1`) feeds the pack's `reference` LFs unless
-`references` is off.
+on every answer's votes without labels, as in `prefscale score`; each answer's reference (the annotation's
+`output_1`) feeds the pack's `reference` LFs unless `references` is off.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class LabelingConfig(_Strict):
     """The SMEs' labeling functions, the optional task-type classifier, and the label model.
 
     `functions` holds the kinds that run on a row alone (text patterns, `python` and `snorkel`); the model-backed kinds
-    (`llm_prompt`, `perplexity`, `similarity`, `consensus`, `self_judge`) go in `model_functions`. A recipe may list both in `functions`:
+    (`llm_prompt`, `perplexity`, `similarity`, `consensus`, `reference`, `self_judge`) go in `model_functions`. A recipe may list both in `functions`:
     the model-backed entries are moved to `model_functions` when parsed. `all_functions` is every function, the
     label matrix's columns in that order.
     """
@@ -94,8 +94,8 @@ class LabelingConfig(_Strict):
     )
     model_functions: tuple[ModelLabelingFunction, ...] = Field(
         default=(),
-        description="model-backed labeling functions (kind llm_prompt, perplexity, similarity, consensus or self_judge), run batched "
-        "after `functions`",
+        description="model-backed labeling functions (kind llm_prompt, perplexity, similarity, consensus, reference "
+        "or self_judge), run batched after `functions`",
     )
     task_classifier: TaskClassifier | None = Field(
         default=None,

@@ -14,12 +14,11 @@ from prefscale.config.base import DATA_FILE_SUFFIXES
 from prefscale.config.data import DataConfig
 from prefscale.data import domain
 from prefscale.jsonl import json_type_name, parse_object_line
+from prefscale.labeling.reference_kind import REFERENCE_COLUMN  # the pool's column of known good answers
 from prefscale.labeling.task_types import TaskTypeRule, tag_task_types
 
 PROMPT_SCHEMA = {"prompt_id": pl.String, "task_type": pl.String, "prompt": pl.String}
 _RAW_SCHEMA = {"prompt": pl.String, "task_type": pl.String}
-REFERENCE = "reference"  # the pool's column of known good answers, when the data has one
-DEFAULT_REFERENCE_COLUMN = "reference"
 
 
 class PromptsFileError(ValueError):
@@ -43,7 +42,7 @@ def _decode_utf8(p: Path) -> str:
         ) from None
 
 
-def _read_jsonl(p: Path, text: str, reference_column: str = DEFAULT_REFERENCE_COLUMN) -> pl.DataFrame:
+def _read_jsonl(p: Path, text: str, reference_column: str = REFERENCE_COLUMN) -> pl.DataFrame:
     """The `prompt`, `task_type` and (where any line has one) `reference` of each non-blank line; errors name
     the line."""
     prompts: list[str] = []
@@ -106,18 +105,18 @@ def _references(
             raise PromptsFileError(f"{where}: {column!r} must be text, got {frame.schema[column]}")
         cells = frame[column].to_list()
     if cells is None:
-        if column != DEFAULT_REFERENCE_COLUMN:
+        if column != REFERENCE_COLUMN:
             raise PromptsFileError(f"{where} has no column {column!r} (data.reference_column)")
         return frame.select("prompt", "task_type")
     bad = next((i for i, c in enumerate(cells) if c is not None and not isinstance(c, str)), None)
     if bad is not None:
         raise PromptsFileError(f"{where}: {column!r} at row {bad + 1} must be text or null")
     return frame.select("prompt", "task_type").with_columns(
-        pl.Series(REFERENCE, list(cells), dtype=pl.String)
+        pl.Series(REFERENCE_COLUMN, list(cells), dtype=pl.String)
     )
 
 
-def load_prompts_file(path: str | Path, reference_column: str = DEFAULT_REFERENCE_COLUMN) -> pl.DataFrame:
+def load_prompts_file(path: str | Path, reference_column: str = REFERENCE_COLUMN) -> pl.DataFrame:
     """Prompts from JSONL, CSV or Parquet with a `prompt` column, optional `task_type`, and an optional
     `reference_column` (a known good answer per prompt; kept as `reference`).
 
@@ -265,7 +264,7 @@ def build_pool(cfg: DataConfig, seed: int, task_rules: Sequence[TaskTypeRule] = 
         pl.col("prompt").map_elements(_prompt_id, return_dtype=pl.String).alias("prompt_id"),
         "task_type",
         "prompt",
-        *([REFERENCE] if REFERENCE in pool.columns else []),
+        *([REFERENCE_COLUMN] if REFERENCE_COLUMN in pool.columns else []),
     )
 
 

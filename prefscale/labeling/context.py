@@ -12,7 +12,7 @@ import polars as pl
 from prefscale.artifacts import PROMPTS
 from prefscale.compute import resolve_compute
 from prefscale.labeling.model_kinds import BASE_POLICY_ALIAS
-from prefscale.labeling.reference_kind import REFERENCE_COLUMN, with_references
+from prefscale.labeling.reference_kind import REFERENCE_COLUMN
 from prefscale.labeling.self_judge_kind import POLICY_ALIAS
 from prefscale.policy.io import load_policy
 from prefscale.storage import UNPARTITIONED, MissingArtifactError, policy_for_iteration
@@ -36,18 +36,21 @@ class LFContext:
     references: Any = None  # the prompt shard (ArtifactRef) whose reference answers `with_references` joined
 
     def with_references(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """`rows` with their prompt's `reference` when the iteration's prompt shard (asset `prompts`) carries
-        reference answers (recorded in `references`); as they are otherwise, or without a store."""
+        """`rows` (with `prompt_id`) with their prompt's `reference`, in the same order, when the iteration's prompt
+        shard (asset `prompts`) carries reference answers (recorded in `references`); as they are otherwise, or
+        without a store."""
         if self.store is None or self.iteration is None or REFERENCE_COLUMN in rows.columns:
             return rows
         try:
             shard = self.store.current(PROMPTS, str(self.iteration))
         except MissingArtifactError:  # rows made without the pipeline's prompt shard: nothing to join
             return rows
-        joined = with_references(rows, pl.read_parquet(shard.file()))
-        if REFERENCE_COLUMN in joined.columns:
-            self.references = shard
-        return joined
+        prompts = pl.read_parquet(shard.file())
+        if REFERENCE_COLUMN not in prompts.columns:
+            return rows
+        self.references = shard
+        answers = prompts.select("prompt_id", REFERENCE_COLUMN).unique("prompt_id", keep="first")
+        return rows.join(answers, on="prompt_id", how="left", maintain_order="left")
 
     def inputs(self) -> list[Any]:
         """The artifacts the labeling read through this context (models, the prompt shard), for lineage."""

@@ -107,12 +107,3 @@ def reference_similarity(
         sims = (np.asarray(embed(resp, "responses")) * np.asarray(embed(refs, "references"))).sum(axis=1)
     out[have] = sims
     return out
-
-
-def with_references(rows: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
-    """`rows` (with `prompt_id`) with their prompt's `reference` from `prompts` (the prompt pool's shard), in the
-    same order; as they are when the shard carries no reference or the rows already do."""
-    if REFERENCE_COLUMN not in prompts.columns or REFERENCE_COLUMN in rows.columns:
-        return rows
-    refs = prompts.select("prompt_id", REFERENCE_COLUMN).unique("prompt_id", keep="first")
-    return rows.join(refs, on="prompt_id", how="left", maintain_order="left")

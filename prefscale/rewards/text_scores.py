@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from prefscale.config.labeling import LFPack, load_lf_pack
+from prefscale.labeling.reference_kind import REFERENCE_COLUMN
 from prefscale.rewards.base import ScoringContext, score_rows
 from prefscale.rewards.label_model import break_ties, fit_on_rows, tie_broken
 
@@ -59,7 +60,7 @@ def text_rows(
     ).with_columns(pl.col("prompt").rank("dense").cast(pl.String).alias("prompt_id"))
     if references is None:
         return rows
-    return rows.with_columns(pl.Series("reference", list(references), dtype=pl.String))
+    return rows.with_columns(pl.Series(REFERENCE_COLUMN, list(references), dtype=pl.String))
 
 
 @dataclass(frozen=True)
